@@ -1,0 +1,62 @@
+"""Attack registry and composition (cascade over the points still robust)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._registry import Registry
+from ..threats import ThreatModel
+from .apgd import apgd
+from .pgd import AttackResult, fgsm, pgd
+
+__all__ = ["ATTACKS", "Attack", "create_attack", "list_attacks", "worst_case"]
+
+Attack = Callable[..., AttackResult]
+ATTACKS: Registry[Attack] = Registry("attack")
+
+ATTACKS.add("pgd", pgd, help="PGD with random start, restarts, best iterate (Madry et al. 2018)")
+ATTACKS.add("fgsm", fgsm, help="one signed-gradient step (Goodfellow et al. 2015)")
+ATTACKS.add("apgd-ce", functools.partial(apgd, loss="ce"), help="Auto-PGD on cross-entropy (Croce & Hein 2020)")
+ATTACKS.add("apgd-dlr", functools.partial(apgd, loss="dlr"), help="Auto-PGD on the DLR loss (Croce & Hein 2020)")
+
+
+def worst_case(attacks: Sequence[Attack]) -> Attack:
+    """Run ``attacks`` in order, each on the examples the previous ones did not break, and keep
+    every success (AutoAttack's cascade)."""
+
+    def run(model: nn.Module, x: torch.Tensor, target: torch.Tensor, threat: ThreatModel, **kw: Any) -> AttackResult:
+        x_adv, loss = x.clone(), torch.full((x.shape[0],), float("nan"), device=x.device)
+        success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        queries = 0
+        for i, atk in enumerate(attacks):
+            idx = torch.nonzero(~success).flatten()
+            if len(idx) == 0:
+                break
+            r = atk(model, x[idx], target[idx], threat, check=(i == 0), **kw)
+            queries += r.queries
+            first = i == 0
+            upd = torch.ones_like(r.success) if first else r.success
+            x_adv[idx[upd]], loss[idx[upd]] = r.x_adv[upd], r.loss[upd]
+            success[idx] = success[idx] | r.success
+        return AttackResult(x_adv, loss, success, queries)
+
+    return run
+
+
+ATTACKS.add("apgd", worst_case([ATTACKS.get("apgd-ce"), ATTACKS.get("apgd-dlr")]),
+            help="APGD-CE then APGD-DLR on the survivors (the untargeted half of AutoAttack)")
+
+
+def list_attacks() -> list[str]:
+    return ATTACKS.names()
+
+
+def create_attack(name: str, **defaults: Any) -> Attack:
+    """An attack by name with default keyword arguments bound: ``create_attack("pgd", steps=50)``."""
+    fn = ATTACKS.get(name)
+    return functools.partial(fn, **defaults) if defaults else fn

@@ -1,0 +1,26 @@
+"""``robrep demo``: the main job on the bundled data (offline, minutes on a laptop CPU)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import emit, log
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("demo", help="train a standard and a robust encoder on bundled data, measure and show them, write report.html")
+    p.add_argument("--out", default="robrep-demo", help="run folder (default ./robrep-demo)")
+    p.add_argument("--fast", action="store_true", help="a much smaller run (for tests)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
+
+    res = run_demo(args.out, fast=args.fast, device=args.device, seed=args.seed, show_progress=not args.quiet, log=log)
+    emit(res.summary, args.json, res.table + f"\n\nreport: {res.report}")
+    return 0

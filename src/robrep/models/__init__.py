@@ -1,0 +1,36 @@
+"""Models with representations: registry, [0,1]-input contract, checkpoints."""
+
+from .base import (
+    ModelSpec,
+    Normalize,
+    Representation,
+    RobrepModel,
+    check_images,
+    final_linear_name,
+    list_layers,
+    representation,
+)
+from .checkpoint import LOADERS, load, load_with_meta, read_meta, safe_torch_load, save_model
+from .zoo import MODELS, create_model, list_models, model_from_spec, wrap
+
+__all__ = [
+    "LOADERS",
+    "MODELS",
+    "ModelSpec",
+    "Normalize",
+    "Representation",
+    "RobrepModel",
+    "check_images",
+    "create_model",
+    "final_linear_name",
+    "list_layers",
+    "list_models",
+    "load",
+    "load_with_meta",
+    "model_from_spec",
+    "read_meta",
+    "representation",
+    "safe_torch_load",
+    "save_model",
+    "wrap",
+]

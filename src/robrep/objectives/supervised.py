@@ -1,0 +1,170 @@
+"""Supervised objectives: standard, PGD-AT (Madry), TRADES, fast AT (FGSM-RS), Gaussian noise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks.pgd import pgd
+from ..errors import InputError
+from .base import Objective, StepContext, register_objective
+
+__all__ = ["Standard", "MadryAT", "Trades", "FastAT", "GaussianNoise"]
+
+
+def _acc(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(1) == y).float().mean().detach()
+
+
+class _InEval:
+    """Run the attack with BatchNorm/Dropout in eval mode, then restore the mode."""
+
+    def __init__(self, model: nn.Module, enable: bool) -> None:
+        self.model, self.enable, self.was = model, enable, model.training
+
+    def __enter__(self) -> None:
+        if self.enable:
+            self.model.eval()
+
+    def __exit__(self, *a: object) -> None:
+        self.model.train(self.was)
+
+
+@register_objective("standard", help="cross-entropy on clean inputs")
+class Standard(Objective):
+    def loss(self, model, x, y, ctx):  # type: ignore[no-untyped-def]
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        return loss, {"loss": loss.detach(), "acc": _acc(out, y)}
+
+
+@register_objective("pgd", help="PGD adversarial training (Madry et al. 2018): CE on PGD examples")
+class MadryAT(Objective):
+    """``min E max_{delta in ball} CE(f(x + delta), y)`` with a K-step PGD inner maximisation.
+
+    Args:
+        steps: PGD steps in training (default 10).
+        step_size: PGD step (default 2.5 eps / steps).
+        random_start: uniform start in the ball.
+        attack_eval_mode: run the attack with the model in eval mode (BatchNorm statistics are
+            not updated by adversarial batches during the attack).
+        mix: fraction of the loss on clean inputs (0 = pure adversarial training).
+    """
+
+    needs_threat = True
+
+    def __init__(self, steps: int = 10, step_size: float | None = None, random_start: bool = True,
+                 attack_eval_mode: bool = True, mix: float = 0.0, **kw: Any) -> None:
+        super().__init__(**kw)
+        if steps < 1:
+            raise InputError(f"pgd training needs steps >= 1, got {steps}")
+        self.steps, self.step_size, self.random_start = int(steps), step_size, bool(random_start)
+        self.attack_eval_mode, self.mix = bool(attack_eval_mode), float(mix)
+
+    def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        assert ctx.threat is not None
+        if ctx.threat.eps == 0:
+            return x
+        alpha = self.step_size if self.step_size is not None else 2.5 * ctx.threat.eps / self.steps
+        with _InEval(model, self.attack_eval_mode):
+            r = pgd(model, x, y, ctx.threat, steps=self.steps, step_size=alpha, random_start=self.random_start,
+                    keep_best=False, generator=ctx.generator, check=False)
+        return r.x_adv
+
+    def loss(self, model, x, y, ctx):  # type: ignore[no-untyped-def]
+        x_adv = self.adversarial(model, x, y, ctx)
+        out = model(x_adv)
+        loss = F.cross_entropy(out, y)
+        if self.mix > 0:
+            loss = (1 - self.mix) * loss + self.mix * F.cross_entropy(model(x), y)
+        return loss, {"loss": loss.detach(), "adv_acc": _acc(out, y)}
+
+    def config(self) -> dict[str, Any]:
+        return {"steps": self.steps, "step_size": self.step_size, "random_start": self.random_start,
+                "attack_eval_mode": self.attack_eval_mode, "mix": self.mix}
+
+
+@register_objective("fast", help="fast adversarial training: FGSM with random start (Wong et al. 2020)")
+class FastAT(MadryAT):
+    """One FGSM step from a uniform random start with step ``alpha = 1.25 eps`` (Wong et al.)."""
+
+    def __init__(self, step_size_factor: float = 1.25, **kw: Any) -> None:
+        kw.setdefault("steps", 1)
+        super().__init__(**kw)
+        self.step_size_factor = float(step_size_factor)
+
+    def adversarial(self, model, x, y, ctx):  # type: ignore[no-untyped-def]
+        assert ctx.threat is not None
+        if ctx.threat.eps == 0:
+            return x
+        alpha = self.step_size if self.step_size is not None else self.step_size_factor * ctx.threat.eps
+        with _InEval(model, self.attack_eval_mode):
+            r = pgd(model, x, y, ctx.threat, steps=1, step_size=alpha, random_start=True, keep_best=False,
+                    generator=ctx.generator, check=False)
+        return r.x_adv
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "step_size_factor": self.step_size_factor}
+
+
+@register_objective("trades", help="TRADES (Zhang et al. 2019): CE(clean) + beta * KL(clean || adversarial)")
+class Trades(Objective):
+    """``CE(f(x), y) + beta * KL(p(x) || p(x'))`` with x' maximising the KL by PGD from
+    ``x + 0.001 N(0, I)`` (the reference code's start)."""
+
+    needs_threat = True
+
+    def __init__(self, beta: float = 6.0, steps: int = 10, step_size: float | None = None, attack_eval_mode: bool = True, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.beta, self.steps, self.step_size, self.attack_eval_mode = float(beta), int(steps), step_size, bool(attack_eval_mode)
+
+    def loss(self, model, x, y, ctx):  # type: ignore[no-untyped-def]
+        assert ctx.threat is not None
+        thr = ctx.threat
+        with _InEval(model, self.attack_eval_mode):
+            with torch.no_grad():
+                p_clean = F.softmax(model(x), 1)
+            if thr.eps > 0:
+                dev = ctx.generator.device if ctx.generator is not None else x.device
+                x_adv = thr.project(x + 0.001 * torch.randn(x.shape, generator=ctx.generator, device=dev).to(x.device), x)
+                alpha = self.step_size if self.step_size is not None else 2.5 * thr.eps / self.steps
+                for _ in range(self.steps):
+                    x_adv.requires_grad_(True)
+                    kl = F.kl_div(F.log_softmax(model(x_adv), 1), p_clean, reduction="sum")
+                    (g,) = torch.autograd.grad(kl, x_adv)
+                    x_adv = thr.project(x_adv.detach() + thr.ascent(g, alpha), x)
+            else:
+                x_adv = x
+        out = model(x)
+        out_adv = model(x_adv.detach())
+        nat = F.cross_entropy(out, y)
+        rob = F.kl_div(F.log_softmax(out_adv, 1), F.softmax(out, 1), reduction="batchmean")
+        loss = nat + self.beta * rob
+        return loss, {"loss": loss.detach(), "acc": _acc(out, y), "adv_acc": _acc(out_adv, y)}
+
+    def config(self) -> dict[str, Any]:
+        return {"beta": self.beta, "steps": self.steps, "step_size": self.step_size}
+
+
+@register_objective("noise", help="Gaussian noise augmentation N(0, sigma^2) (Cohen et al. 2019)")
+class GaussianNoise(Objective):
+    """CE on ``x + sigma * N(0, I)`` (not clipped, as in Cohen et al.'s code)."""
+
+    def __init__(self, sigma: float = 0.25, **kw: Any) -> None:
+        super().__init__(**kw)
+        if sigma < 0:
+            raise InputError(f"sigma must be >= 0, got {sigma}")
+        self.sigma = float(sigma)
+
+    def loss(self, model, x, y, ctx):  # type: ignore[no-untyped-def]
+        dev = ctx.generator.device if ctx.generator is not None else x.device
+        noise = torch.randn(x.shape, generator=ctx.generator, device=dev).to(x.device)
+        out = model(x + self.sigma * noise)
+        loss = F.cross_entropy(out, y)
+        return loss, {"loss": loss.detach(), "acc": _acc(out, y)}
+
+    def config(self) -> dict[str, Any]:
+        return {"sigma": self.sigma}

@@ -1,0 +1,348 @@
+"""The training loop.
+
+Determinism and resume: the data order, attack starts and noise of epoch ``e`` come from
+generators seeded by ``(seed, e)``, and the global torch RNG is re-seeded from ``(seed, e)``
+at the start of each epoch. A run resumed from the checkpoint of epoch ``e`` therefore ends
+with exactly the same weights as an uninterrupted run (on the same device and threads).
+
+Checkpoints: after each epoch, ``out/checkpoints/epoch-NNNN/`` is written to a temporary
+folder and renamed into place (atomic), holding ``model.safetensors`` (weights + spec +
+metadata), ``state.pt`` (optimizer, scheduler, objective modules; tensors only, loaded with
+``weights_only=True``). The final model is also written to ``out/model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import ImageData, load_dataset
+from ..errors import CheckpointError, InputError
+from ..evaluate import evaluate
+from ..io.atomic import atomic_write_json
+from ..models import RobrepModel, create_model, save_model
+from ..models.checkpoint import read_meta
+from ..objectives import Objective, StepContext, create_objective
+from ..progress import progress
+from ..runs import write_record
+from ..threats import ThreatModel, threat
+
+__all__ = ["TrainConfig", "TrainResult", "train", "build_model_for", "find_latest_checkpoint"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (saved as JSON next to its results).
+
+    Attributes:
+        model: architecture name (``robrep list models``).
+        dataset: dataset name (``robrep list datasets``).
+        objective: training objective (``robrep list objectives``).
+        norm, eps: threat model for adversarial objectives (pixel units, [0,1] images).
+        epochs, batch_size: training length and batch size.
+        optimizer: ``sgd`` or ``adam``; lr, momentum, weight_decay: its settings.
+        schedule: ``constant``, ``step`` (x0.1 at ``milestones``, fractions of training),
+            ``cosine`` or ``cyclic`` (linear up to lr at 40 % then down to 0, Wong et al.).
+        eps_warmup: fraction of training over which eps ramps linearly from 0.
+        train_fraction: class-balanced fraction of the training set to use.
+        seed: seeds data order, initialisation, attack starts and noise.
+        device: ``auto``, ``cpu``, ``cuda``...; amp: bf16 autocast on CUDA.
+        eval_n, eval_steps: per-epoch evaluation on the first ``eval_n`` test images, with a
+            PGD of ``eval_steps`` steps when eps > 0 (0 disables robust evaluation).
+        model_kwargs, objective_kwargs: extra options for the architecture / objective.
+        data_root: data folder (default ``$ROBREP_DATA``).
+        keep_checkpoints: number of epoch checkpoints kept.
+    """
+
+    model: str = "small-cnn"
+    dataset: str = "demo"
+    objective: str = "standard"
+    norm: str = "linf"
+    eps: float = 0.0
+    epochs: int = 5
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    eps_warmup: float = 0.0
+    train_fraction: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    channels_last: bool = False
+    eval_n: int = 1000
+    eval_steps: int = 10
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    objective_kwargs: dict[str, Any] = field(default_factory=dict)
+    data_root: str | None = None
+    keep_checkpoints: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise InputError(f"unknown training options {sorted(unknown)}; known: {sorted(names)}")
+        d = dict(d)
+        if "milestones" in d:
+            d["milestones"] = tuple(d["milestones"])
+        return cls(**d)
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise InputError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InputError(f"lr must be a positive number, got {self.lr}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise InputError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.schedule not in ("constant", "step", "cosine", "cyclic"):
+            raise InputError(f"schedule must be constant, step, cosine or cyclic, got {self.schedule!r}")
+        if not 0 <= self.eps_warmup <= 1:
+            raise InputError(f"eps_warmup is a fraction of training in [0,1], got {self.eps_warmup}")
+        threat(self.norm, self.eps)  # validates norm and eps
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train`: the trained model, its checkpoint path, per-epoch history."""
+
+    model: RobrepModel
+    checkpoint: Path
+    history: list[dict[str, float]]
+    seconds: float
+
+
+def build_model_for(cfg: TrainConfig, data: ImageData) -> RobrepModel:
+    """The architecture of ``cfg`` sized for ``data`` (classes, shape, normalization)."""
+    info = data.info
+    return create_model(cfg.model, num_classes=info.num_classes, input_shape=info.input_shape,
+                        mean=info.mean, std=info.std, **cfg.model_kwargs)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise InputError(f"unknown device {name!r}: {e}") from e
+
+
+def _seed(seed: int, epoch: int, salt: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + salt) % (2**63 - 1)
+
+
+def _lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        t = min(step / max(total, 1), 1.0)
+        if cfg.schedule == "constant":
+            return 1.0
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        if cfg.schedule == "cyclic":
+            return t / 0.4 if t < 0.4 else max(0.0, (1 - t) / 0.6)
+        return 0.1 ** sum(t >= m for m in cfg.milestones)
+
+    return f
+
+
+def find_latest_checkpoint(out: Path) -> Path | None:
+    """The newest complete ``epoch-NNNN`` folder under ``out/checkpoints`` (None if none)."""
+    d = out / "checkpoints"
+    if not d.is_dir():
+        return None
+    cands = sorted(p for p in d.iterdir() if p.is_dir() and p.name.startswith("epoch-") and (p / "state.pt").is_file())
+    return cands[-1] if cands else None
+
+
+def _save_epoch(out: Path, epoch: int, model: RobrepModel, meta: dict[str, Any], state: dict[str, Any], keep: int) -> Path:
+    ck = out / "checkpoints"
+    ck.mkdir(parents=True, exist_ok=True)
+    final = ck / f"epoch-{epoch:04d}"
+    tmp = ck / f".tmp-epoch-{epoch:04d}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_model(tmp / "model.safetensors", model, meta)
+    torch.save(state, tmp / "state.pt")
+    with open(tmp / "state.pt", "rb") as f:
+        os.fsync(f.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    old = sorted(p for p in ck.iterdir() if p.is_dir() and p.name.startswith("epoch-"))
+    for p in old[:-keep] if keep > 0 else []:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def train(
+    cfg: TrainConfig,
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    train_data: ImageData | None = None,
+    test_data: ImageData | None = None,
+    model: RobrepModel | None = None,
+    objective: Objective | None = None,
+    show_progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    stop_after_epoch: int | None = None,
+) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.dataset`` with ``cfg.objective``; checkpoint every epoch.
+
+    Args:
+        cfg: the run's configuration.
+        out: run folder (config.json, checkpoints/, model.safetensors, record.json).
+        resume: continue from the newest checkpoint in ``out`` (same result as uninterrupted).
+        train_data, test_data: override the datasets named in ``cfg``.
+        model: start from this model instead of a fresh ``cfg.model``.
+        objective: use this objective instance instead of ``cfg.objective``.
+        stop_after_epoch: stop (as if killed) after this many epochs (testing resume).
+    """
+    cfg.validate()
+    out = Path(out)
+    dev = _device(cfg.device)
+    t0 = time.time()
+    train_data = train_data if train_data is not None else load_dataset(cfg.dataset, "train", root=cfg.data_root)
+    if cfg.train_fraction < 1 and hasattr(train_data, "fraction"):
+        train_data = train_data.fraction(cfg.train_fraction, seed=cfg.seed)
+    if test_data is None and cfg.eval_n > 0:
+        test_data = load_dataset(cfg.dataset, "test", root=cfg.data_root)
+
+    torch.manual_seed(_seed(cfg.seed, -1, 0))
+    model = model if model is not None else build_model_for(cfg, train_data)
+    model = model.to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    obj = objective if objective is not None else create_objective(cfg.objective, **cfg.objective_kwargs)
+    base_threat: ThreatModel | None = threat(cfg.norm, cfg.eps) if (obj.needs_threat or cfg.eps > 0) else None
+    if obj.needs_threat and base_threat is None:
+        raise InputError(f"objective {cfg.objective!r} needs a threat model: give --eps")
+    x0, _ = next(iter(train_data.batches(min(cfg.batch_size, len(train_data)))))
+    obj.setup(model, x0.to(dev))
+    extra = obj.extra_modules()
+    if extra is not None:
+        extra.to(dev)
+    params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=False)
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = train_data.num_batches(cfg.batch_size, drop_last=len(train_data) > cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
+    use_amp = cfg.amp and dev.type == "cuda"
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    out.mkdir(parents=True, exist_ok=True)
+
+    if resume:
+        ck = find_latest_checkpoint(out)
+        if ck is not None:
+            header = read_meta(ck / "model.safetensors")
+            saved_cfg = header.get("meta", {}).get("config", {})
+            if saved_cfg and TrainConfig.from_dict(saved_cfg) != cfg:
+                raise CheckpointError(f"{out} holds a run with another configuration; use another --out or the same options")
+            from safetensors.torch import load_file
+
+            model.load_state_dict(load_file(str(ck / "model.safetensors")))
+            try:
+                st = torch.load(ck / "state.pt", map_location=dev, weights_only=True)
+            except Exception as e:
+                raise CheckpointError(f"{ck / 'state.pt'} is corrupt ({e}); delete {ck} to resume from the previous epoch") from e
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+            if extra is not None and "objective" in st:
+                extra.load_state_dict(st["objective"])
+            start_epoch = int(st["epoch"]) + 1
+            history = list(header.get("meta", {}).get("history", []))
+            if log:
+                log(f"resuming from {ck} (epoch {start_epoch})")
+    atomic_write_json(out / "config.json", cfg.to_dict())
+
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        torch.manual_seed(_seed(cfg.seed, epoch, 1))
+        data_gen = torch.Generator().manual_seed(_seed(cfg.seed, epoch, 2))
+        atk_gen = torch.Generator(device=dev).manual_seed(_seed(cfg.seed, epoch, 3))
+        model.train()
+        if extra is not None:
+            extra.train()
+        sums: dict[str, float] = {}
+        count = 0
+        te = time.time()
+        batches = train_data.batches(cfg.batch_size, shuffle=True, generator=data_gen, drop_last=len(train_data) > cfg.batch_size, device=dev)
+        for xb, yb in progress(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, enable=show_progress):
+            if cfg.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            thr = base_threat
+            if thr is not None and cfg.eps_warmup > 0:
+                thr = thr.with_eps(cfg.eps * min(1.0, (step + 1) / (cfg.eps_warmup * total)))
+            ctx = StepContext(thr, atk_gen, epoch, step)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss, metrics = obj.loss(model, xb, yb, ctx)
+            if not torch.isfinite(loss):
+                raise InputError(f"training diverged at epoch {epoch + 1} (loss {float(loss)}); lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            count += 1
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + (v.item() if isinstance(v, torch.Tensor) else float(v))
+        rec: dict[str, float] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "seconds": time.time() - te}
+        rec.update({f"train_{k}": v / max(count, 1) for k, v in sums.items()})
+        if test_data is not None and cfg.eval_n > 0 and obj.supervised:
+            thr_eval = base_threat if (base_threat is not None and base_threat.eps > 0 and cfg.eval_steps > 0) else None
+            ev = evaluate(model, test_data, threat=thr_eval, attack="pgd", attack_kwargs={"steps": cfg.eval_steps},
+                          n=cfg.eval_n, seed=cfg.seed, device=dev)
+            rec["test_clean_accuracy"] = ev.clean_accuracy
+            if ev.robust_accuracy is not None:
+                rec["test_robust_accuracy"] = ev.robust_accuracy
+        history.append(rec)
+        if log:
+            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
+        meta = {"config": cfg.to_dict(), "dataset": train_data.info.name, "objective": {"name": obj.name, **obj.config()},
+                "threat": base_threat.to_dict() if base_threat is not None else None, "epoch": epoch + 1, "history": history}
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch}
+        if extra is not None:
+            state["objective"] = extra.state_dict()
+        _save_epoch(out, epoch, model, meta, state, cfg.keep_checkpoints)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
+            return TrainResult(model, out / "checkpoints", history, time.time() - t0)
+
+    final_meta = {"config": cfg.to_dict(), "dataset": train_data.info.name, "objective": {"name": obj.name, **obj.config()},
+                  "threat": base_threat.to_dict() if base_threat is not None else None, "epoch": cfg.epochs, "history": history}
+    path = save_model(out / "model.safetensors", model, final_meta)
+    if extra is not None:
+        from safetensors.torch import save_file
+
+        from ..io.atomic import atomic_path
+
+        with atomic_path(out / "objective.safetensors") as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in extra.state_dict().items()}, str(tmp),
+                      metadata={"objective": json.dumps({"name": obj.name, **obj.config()})})
+    seconds = time.time() - t0
+    write_record(out, "train", cfg.to_dict(), history[-1] if history else {}, history=history, seconds=seconds)
+    return TrainResult(model.eval(), path, history, seconds)
