@@ -5,6 +5,7 @@ setting: the ``root`` argument, else the ``ROBREP_DATA`` environment variable, e
 ``~/.cache/robrep/data``. Nothing is downloaded unless ``download=True`` is passed.
 """
 
+from .augment import Augment, augment_preset
 from .core import (
     DATASETS,
     DatasetInfo,
@@ -18,10 +19,12 @@ from .core import (
 from .synthetic import gaussian_mixture
 
 __all__ = [
+    "Augment",
     "DATASETS",
     "DatasetInfo",
     "ImageData",
     "TensorImageData",
+    "augment_preset",
     "dataset_info",
     "gaussian_mixture",
     "list_datasets",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -80,11 +81,19 @@ def safe_torch_load(path: str | os.PathLike[str], trust: bool = False) -> Any:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         if not trust:
-            if isinstance(e, (EOFError, RuntimeError)) and "pickle" not in str(e).lower() and "weights_only" not in str(e):
-                raise CheckpointError(f"{path} is truncated or corrupt ({type(e).__name__}: {e})") from e
+            msg = str(e)
+            needs = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", msg)
+            if needs is None and _is_raw_pickle(path):
+                raise CheckpointError(
+                    f"{path} cannot be read safely: it is a pickle in a form the safe loader does not accept, so loading "
+                    "it could run code. If you trust its source, pass --trust-checkpoint (trust=True); otherwise it may be corrupt."
+                ) from e
+            if needs is None or "Unsupported operand" in msg:
+                first = (msg.splitlines() or [""])[0][:160]
+                raise CheckpointError(f"{path} is truncated or corrupt ({type(e).__name__}: {first}); restore it from a copy") from e
             raise CheckpointError(
-                f"{path} cannot be loaded safely (it is a pickle that would run code: {str(e).splitlines()[0][:200]}). "
-                "If you trust its source, pass --trust-checkpoint (trust=True)."
+                f"{path} cannot be loaded safely: it is a pickle that references {needs.group(1)}, so loading it could "
+                "run code. If you trust its source, pass --trust-checkpoint (trust=True)."
             ) from e
         warnings.warn(f"loading {path} with full unpickling (trust=True): this can run arbitrary code", stacklevel=2)
         try:
@@ -149,7 +158,12 @@ def _load_robrep(path: Path, arch: str | None = None, trust: bool = False, **_: 
         return None
     from safetensors.torch import load_file
 
-    header = read_meta(path)
+    try:
+        header = read_meta(path)
+    except CheckpointError:
+        if _has_robrep_header(path):
+            raise
+        return None  # plain safetensors (timm, HF...): the "state-dict" loader handles it with --arch
     spec = ModelSpec.from_dict(header["spec"])
     if arch is not None and arch != spec.arch:
         raise CheckpointError(f"{path} holds a {spec.arch!r} model, not {arch!r}")
@@ -161,3 +175,26 @@ def _load_robrep(path: Path, arch: str | None = None, trust: bool = False, **_: 
     _load_state(model, state, path)
     meta = dict(header.get("meta") or {})
     return model, meta
+
+
+def _has_robrep_header(path: Path) -> bool:
+    """Whether the safetensors JSON header (readable even if the file is truncated) holds robrep metadata."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n <= 0 or n > 100_000_000:
+                return False
+            head = f.read(n)
+        return b'"robrep"' in head
+    except OSError:
+        return False
+
+
+def _is_raw_pickle(path: str | os.PathLike[str]) -> bool:
+    """A plain pickle stream (protocol 2-5), not a torch zip archive."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5

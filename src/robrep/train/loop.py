@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..data import ImageData, load_dataset
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, RobrepError
 from ..evaluate import evaluate
 from ..io.atomic import atomic_write_json
 from ..models import RobrepModel, create_model, save_model
@@ -181,11 +181,18 @@ def _save_epoch(out: Path, epoch: int, model: RobrepModel, meta: dict[str, Any],
     tmp = ck / f".tmp-epoch-{epoch:04d}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_model(tmp / "model.safetensors", model, meta)
-    torch.save(state, tmp / "state.pt")
-    with open(tmp / "state.pt", "rb") as f:
-        os.fsync(f.fileno())
+    try:
+        tmp.mkdir()
+        save_model(tmp / "model.safetensors", model, meta)
+        torch.save(state, tmp / "state.pt")
+        with open(tmp / "state.pt", "rb") as f:
+            os.fsync(f.fileno())
+    except OSError as e:  # disk full, permissions: keep the previous epoch, say what to do
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RobrepError(f"cannot write checkpoint {final}: {e.strerror or e}; check free space and permissions, then --resume") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)

@@ -1,0 +1,8 @@
+"""``python -m robrep ...``: the same as the ``robrep`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,662 @@
+"""SynBench: a task-agnostic robustness-accuracy score of a pretrained encoder.
+
+Ko, Chen, Mohapatra, Das, Daniel, *SynBench: Task-Agnostic Benchmarking of Pretrained
+Representations using Synthetic Data* (arXiv 2210.02989); the arithmetic follows the official
+code (IBM/synbench ``evaluate_synbench.py``), see ``docs/methods.md`` section 3.
+
+Protocol, for each scale ``s`` in 0.1, 0.2, ..., 4.9:
+
+1. Draw a binary class-conditional Gaussian mixture in pixel space,
+   ``x | y ~ N(0.5 + (2y - 1) s u, I_d)`` with ``u = 1 / sqrt(d)`` (all-ones, unit norm),
+   ``d = C * H * W`` and ``P(y = 1) = 0.5``; 2048 training and 2048 test realizations.
+2. Encode both sets (the encoder normalizes inside, as robrep models do; the official code's
+   ImageNet normalization is exactly what a torchvision/timm :class:`RobrepModel` applies).
+3. Fit the eps-robust Bayes-optimal linear classifier of the *representations* (class means and
+   pooled covariance of the training features) and record its test accuracy and the mean
+   normalized margin ("bound") of the correctly classified test points.
+
+The raw data have a closed form (accuracy ``Phi(s)``, expected bound ``f(Phi(s))``); the score is
+the ratio of the areas under the expected-bound-vs-threshold-accuracy curves of representation
+and raw data above a threshold accuracy ``a_t``. 1 means "as good as the raw-data optimum".
+
+**Clipping.** The paper's inputs are *not* clipped to [0,1] (``clip=False``, the default here);
+robrep only checks the [0,1] range at API entry points, so encoders run on them unchanged.
+``clip=True`` clips to [0,1] first (a sensitivity check for encoders that never saw values
+outside [0,1]); the raw reference is then no longer that data's optimum, so such scores are not
+comparable with the paper's.
+
+**The robust classifier in closed form** (methods.md 3.4, derived): with the eigenbasis
+``Sigma = F diag(d) F^T`` (eigenvalues below ``eig_tol`` dropped: a pseudo-inverse), the minimizer
+of ``(mu - z)^T D^-1 (mu - z)`` over ``||z||_2 <= eps ||mu||_2`` is ``z* = gamma mu / (gamma + d)``,
+so ``w = D^-1 (mu - z*)`` is proportional to ``(D + gamma I)^-1 mu``, with ``gamma >= 0`` the root
+of ``||z*(gamma)|| = eps ||mu||`` found by bisection (no QCQP solver).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import ImageData
+from ..data.synthetic import gaussian_mixture
+from ..errors import InputError
+from ..models.base import RobrepModel, representation
+from ..threats import threat as make_threat
+from .probe import ProbeResult, linear_probe
+
+__all__ = [
+    "SCALES",
+    "DEFAULT_EPS",
+    "DEFAULT_THRESHOLDS",
+    "PAPER_THRESHOLDS",
+    "ClassStats",
+    "RobustProbeResult",
+    "SynBenchResult",
+    "bound_correct",
+    "class_stats",
+    "expected_bound_curve",
+    "gaussian_robust_accuracy",
+    "plot_synbench",
+    "raw_reference",
+    "reference_denominator",
+    "robust_bayes_direction",
+    "robust_bayes_gamma",
+    "robust_bayes_metrics",
+    "robust_linear_probe",
+    "synbench",
+    "synbench_scores",
+    "synbench_xgrid",
+]
+
+#: the paper's mean scales ``np.arange(0.1, 5.0, 0.1)`` (49 values; ||mu||_2 = s).
+SCALES: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(1, 50))
+#: robustness levels (relative l2 radius eps * ||mu||, eps in [0, 1)) evaluated by default.
+DEFAULT_EPS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+#: threshold accuracies reported by default.
+DEFAULT_THRESHOLDS: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9)
+#: the thresholds the official script prints.
+PAPER_THRESHOLDS: tuple[float, ...] = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99)
+
+_DT = torch.float64
+
+
+def _as64(x: torch.Tensor | float | Sequence[float]) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=_DT)
+
+
+def synbench_xgrid(points: int = 100) -> torch.Tensor:
+    """The threshold-accuracy grid ``linspace(0.6, 1.0, points)`` (float64, (points,))."""
+    return torch.linspace(0.6, 1.0, points, dtype=_DT)
+
+
+def bound_correct(a: torch.Tensor | float) -> torch.Tensor:
+    """Expected normalized margin of correctly classified points of the raw mixture (Ko et al.).
+
+    ``f(a) = 1 + phi(Phi^-1(a)) / (a Phi^-1(a))`` for Bayes accuracy ``a`` (the official code's
+    ``func_bound_correct``; the mean of a normal truncated to the correct side, in units of
+    ``||mu||``). E.g. ``f(0.7) = 1.94718``.
+
+    Args:
+        a: accuracies in (0.5, 1) (any shape).
+
+    Returns:
+        f(a), float64, same shape.
+    """
+    a = _as64(a)
+    q = torch.special.ndtri(a)
+    return 1.0 + torch.exp(-0.5 * q * q) / math.sqrt(2 * math.pi) / (a * q)
+
+
+def gaussian_robust_accuracy(s: torch.Tensor | float, eps: torch.Tensor | float) -> torch.Tensor:
+    """Robust accuracy ``Phi(s - eps)`` of the Bayes classifier of ``N(+-mu, I)``, ``||mu|| = s``,
+    under an l2 attack of absolute radius ``eps`` (methods.md 3.3; SynBench's relative radius
+    ``eps ||mu||`` gives ``Phi(s (1 - eps))``)."""
+    return torch.special.ndtr(_as64(s) - _as64(eps))
+
+
+def raw_reference(scales: Sequence[float] = SCALES) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form accuracy ``Phi(s)`` and expected bound ``f(Phi(s))`` of the raw data per scale
+    (both (S,), float64). The standard and every eps-robust Bayes classifier coincide here."""
+    acc = torch.special.ndtr(_as64(list(scales)))
+    return acc, bound_correct(acc)
+
+
+def expected_bound_curve(accuracy: torch.Tensor, bound: torch.Tensor, xgrid: torch.Tensor | None = None) -> torch.Tensor:
+    """``E(a) = (1/S) sum_s bound(s) 1[accuracy(s) > a]`` on the threshold grid.
+
+    Args:
+        accuracy, bound: (..., S) per-scale accuracy and mean bound.
+        xgrid: (G,) thresholds (default :func:`synbench_xgrid`).
+
+    Returns:
+        (..., G) float64.
+    """
+    xg = synbench_xgrid() if xgrid is None else _as64(xgrid)
+    acc, bnd = _as64(accuracy), _as64(bound)
+    if acc.shape != bnd.shape:
+        raise InputError(f"accuracy {tuple(acc.shape)} and bound {tuple(bnd.shape)} must have the same shape")
+    above = (acc.unsqueeze(-2) > xg.unsqueeze(-1)).to(_DT)  # (..., G, S)
+    return (above * bnd.unsqueeze(-2)).sum(-1) / acc.shape[-1]
+
+
+def _area_above(curve: torch.Tensor, thresholds: Sequence[float], xgrid: torch.Tensor) -> torch.Tensor:
+    mask = (xgrid.unsqueeze(0) >= _as64(list(thresholds)).unsqueeze(1)).to(_DT)  # (T, G)
+    return curve @ mask.T  # (..., T)
+
+
+def reference_denominator(thresholds: Sequence[float] = PAPER_THRESHOLDS, scales: Sequence[float] = SCALES) -> torch.Tensor:
+    """``sum_{a in xgrid, a >= a_t} E_raw(a)`` per threshold (T,): 59.62106 at ``a_t = 0.7``."""
+    xg = synbench_xgrid()
+    return _area_above(expected_bound_curve(*raw_reference(scales), xg), thresholds, xg)
+
+
+def synbench_scores(accuracy: torch.Tensor, bound: torch.Tensor, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+                    scales: Sequence[float] = SCALES) -> torch.Tensor:
+    """SynBench scores ``sum_{a >= a_t} E_rep(a) / sum_{a >= a_t} E_raw(a)``.
+
+    Args:
+        accuracy, bound: (..., S) representation-side accuracy and mean bound per scale.
+        thresholds: threshold accuracies ``a_t`` in [0.6, 1).
+        scales: the S scales (for the raw reference).
+
+    Returns:
+        (..., T) float64 scores (1 = the raw-data optimum; larger is better).
+    """
+    _check_thresholds(thresholds)
+    if _as64(accuracy).shape[-1] != len(scales):
+        raise InputError(f"accuracy has {_as64(accuracy).shape[-1]} scales but {len(scales)} scales were given")
+    xg = synbench_xgrid()
+    num = _area_above(expected_bound_curve(accuracy, bound, xg), thresholds, xg)
+    return num / reference_denominator(thresholds, scales)
+
+
+def _check_thresholds(thresholds: Sequence[float]) -> None:
+    if len(thresholds) == 0 or any(not (0.6 <= float(t) < 1.0) for t in thresholds):
+        raise InputError(f"thresholds must be in [0.6, 1) (the score's accuracy grid), got {list(thresholds)}")
+
+
+def _check_eps(eps: Sequence[float]) -> tuple[float, ...]:
+    out = tuple(float(e) for e in eps)
+    if len(out) == 0 or any(not (0.0 <= e < 1.0) or not math.isfinite(e) for e in out):
+        raise InputError(f"SynBench eps are relative radii in [0, 1) (eps * ||mu||), got {list(eps)}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the eps-robust Bayes linear classifier
+
+
+def robust_bayes_gamma(mu: torch.Tensor, d: torch.Tensor, eps: float | Sequence[float], iters: int = 200) -> torch.Tensor:
+    """Regularizer ``gamma >= 0`` of the eps-robust Bayes direction ``(D + gamma I)^-1 mu``.
+
+    Root of ``||gamma mu / (gamma + d)||_2 = eps ||mu||_2`` (increasing in gamma from 0 to
+    ``||mu||``), bracketed in ``[eps d_min / (1 - eps), eps d_max / (1 - eps)]`` and found by
+    bisection on ``log gamma``. ``eps = 0`` gives ``gamma = 0`` (Fisher LDA).
+
+    Args:
+        mu: (k,) half the class-mean difference in the covariance eigenbasis.
+        d: (k,) positive covariance eigenvalues.
+        eps: relative radius or radii in [0, 1).
+        iters: bisection steps.
+
+    Returns:
+        (E,) float64 gamma per eps.
+    """
+    mu, d = _as64(mu), _as64(d)
+    e = _as64([eps] if isinstance(eps, (int, float)) else list(eps))
+    if mu.ndim != 1 or d.shape != mu.shape:
+        raise InputError(f"mu and d must be (k,) vectors of the same length, got {tuple(mu.shape)} and {tuple(d.shape)}")
+    if (d <= 0).any():
+        raise InputError("covariance eigenvalues must be positive (drop the null space first)")
+    if ((e < 0) | (e >= 1)).any():
+        raise InputError(f"eps must be in [0, 1), got {e.tolist()}")
+    mnorm = mu.norm()
+    pos = e > 0
+    e1 = torch.where(pos, e, torch.ones_like(e))
+    lo = torch.log(e1 * d.min() / (1 - e1))
+    hi = torch.log(e1 * d.max() / (1 - e1))
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        g = torch.exp(mid).unsqueeze(1)
+        r = (g * mu / (g + d)).norm(dim=1)  # ||z*(gamma)||
+        big = r > e1 * mnorm
+        hi = torch.where(big, mid, hi)
+        lo = torch.where(big, lo, mid)
+    return torch.where(pos, torch.exp(0.5 * (lo + hi)), torch.zeros_like(e))
+
+
+def _eig(cov: torch.Tensor, eig_tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    d, f = torch.linalg.eigh(_as64(cov))
+    keep = d > eig_tol
+    return f[:, keep], d[keep]
+
+
+def robust_bayes_direction(mu: torch.Tensor, cov: torch.Tensor, eps: float, eig_tol: float = 1e-6) -> torch.Tensor:
+    """The eps-robust Bayes-optimal linear direction of ``N(+-mu, cov)`` (Ko et al., methods.md 3.4).
+
+    ``w = F D^-1 (mu~ - z*)`` with ``z* = argmin_{||z|| <= eps ||mu~||} (mu~ - z)^T D^-1 (mu~ - z)``
+    and ``mu~ = F^T mu`` in the eigenbasis ``cov = F D F^T`` restricted to eigenvalues above
+    ``eig_tol``; in closed form ``w`` is proportional to ``F (D + gamma I)^-1 mu~``.
+
+    Args:
+        mu: (D,) half the difference of the class means.
+        cov: (D, D) symmetric positive semi-definite (pooled) covariance.
+        eps: relative radius in [0, 1).
+        eig_tol: eigenvalues at or below it are dropped (the official code's 1e-6).
+
+    Returns:
+        (D,) float64 direction (scaled exactly as the official ``W_0``).
+    """
+    mu = _as64(mu)
+    f, d = _eig(cov, eig_tol)
+    mt = f.T @ mu
+    g = robust_bayes_gamma(mt, d, float(eps))[0]
+    z = g * mt / (g + d)
+    return f @ ((mt - z) / d)
+
+
+@dataclass(frozen=True)
+class ClassStats:
+    """Class means and pooled covariance of two-class features (float64).
+
+    Attributes:
+        mean1, mean0: (D,) class means (y = 1, y = 0).
+        cov: (D, D) pooled covariance ``[(n1 - 1) S1 + (n0 - 1) S0] / (n - 2)``.
+        n1, n0: class counts.
+    """
+
+    mean1: torch.Tensor
+    mean0: torch.Tensor
+    cov: torch.Tensor
+    n1: int
+    n0: int
+
+
+def class_stats(features: torch.Tensor, labels: torch.Tensor) -> ClassStats:
+    """Class means and pooled covariance of (N, D) features with labels in {0, 1} (each class >= 2)."""
+    h = _as64(features)
+    y = labels.to(h.device).long()
+    if h.ndim != 2 or y.shape != (h.shape[0],):
+        raise InputError(f"features must be (N, D) with labels (N,), got {tuple(h.shape)} and {tuple(y.shape)}")
+    h1, h0 = h[y == 1], h[y == 0]
+    if len(h1) < 2 or len(h0) < 2:
+        raise InputError(f"each class needs at least 2 samples, got {len(h1)} and {len(h0)}; draw more realizations")
+    m1, m0 = h1.mean(0), h0.mean(0)
+    c1, c0 = h1 - m1, h0 - m0
+    cov = (c1.T @ c1 + c0.T @ c0) / (len(h) - 2)
+    return ClassStats(m1, m0, cov, len(h1), len(h0))
+
+
+def robust_bayes_metrics(stats: ClassStats, features: torch.Tensor, labels: torch.Tensor, eps: Sequence[float],
+                         eig_tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test accuracy and mean bound of the eps-robust Bayes classifiers fitted on ``stats``.
+
+    For each eps: margin ``m = (h - c)^T F w`` with ``c`` the midpoint of the class means,
+    prediction ``y = 1[m > 0]`` (``m = 0`` counts as wrong, as in the official code), and bound
+    ``|m| / |mu~^T w|``, averaged over correctly classified points (the official code averages
+    per-batch means; equal up to batch-size effects).
+
+    Args:
+        stats: training-feature :class:`ClassStats`.
+        features: (N, D) test features; labels: (N,) in {0, 1}.
+        eps: relative radii in [0, 1).
+        eig_tol: eigenvalue cut of the covariance pseudo-inverse.
+
+    Returns:
+        accuracy (E,) in [0, 1] and bound (E,) >= 0, float64. A degenerate representation
+        (no variance or equal class means) gets accuracy 0 and bound 0.
+    """
+    eps = _check_eps(eps)
+    h, y = _as64(features), labels.to(features.device).long()
+    f, d = _eig(stats.cov, eig_tol)
+    mt = f.T @ (stats.mean1 - stats.mean0) / 2
+    n_e = len(eps)
+    if d.numel() == 0 or float(mt.norm()) == 0.0:
+        return torch.zeros(n_e, dtype=_DT), torch.zeros(n_e, dtype=_DT)
+    g = robust_bayes_gamma(mt, d, eps)  # (E,)
+    gz = g.unsqueeze(1)
+    w = (mt - gz * mt / (gz + d)) / d  # (E, k): D^-1 (mu~ - z*)
+    denom = (w @ mt).abs()  # (E,)
+    proj = (h - (stats.mean1 + stats.mean0) / 2) @ f  # (N, k)
+    margin = proj @ w.T  # (N, E)
+    correct = ((margin > 0) & (y == 1).unsqueeze(1)) | ((margin < 0) & (y == 0).unsqueeze(1))
+    acc = correct.to(_DT).mean(0)
+    b = margin.abs() / denom
+    cnt = correct.sum(0)
+    mean_b = torch.where(cnt > 0, (b * correct).sum(0) / cnt.clamp_min(1), torch.zeros_like(denom))
+    return acc.cpu(), mean_b.cpu()
+
+
+# ------------------------------------------------------------------------------------------------
+# the benchmark
+
+
+@dataclass(frozen=True)
+class SynBenchResult:
+    """SynBench measurements of one encoder (all tensors float64 on CPU).
+
+    Attributes:
+        scales: (S,) mean scales ``||mu||``.
+        eps: the E relative robustness radii.
+        thresholds: the T threshold accuracies.
+        accuracy, bound: (E, S) representation-side test accuracy and mean bound.
+        raw_accuracy, raw_bound: (S,) closed-form raw-data reference.
+        xgrid: (G,) threshold-accuracy grid; curve: (E, G) expected bound; raw_curve: (G,).
+        score: (E, T) SynBench scores.
+        feature_dim: representation size D.
+        config: the protocol settings (JSON).
+        seconds: wall time.
+    """
+
+    scales: tuple[float, ...]
+    eps: tuple[float, ...]
+    thresholds: tuple[float, ...]
+    accuracy: torch.Tensor
+    bound: torch.Tensor
+    raw_accuracy: torch.Tensor
+    raw_bound: torch.Tensor
+    xgrid: torch.Tensor
+    curve: torch.Tensor
+    raw_curve: torch.Tensor
+    score: torch.Tensor
+    feature_dim: int
+    config: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def scores(self) -> dict[str, dict[str, float]]:
+        """``{threshold: {eps: score}}`` with keys formatted as ``"0.7"`` / ``"0.2"``."""
+        return {_key(t): {_key(e): float(self.score[i, j]) for i, e in enumerate(self.eps)} for j, t in enumerate(self.thresholds)}
+
+    def best_eps(self, threshold: float = 0.7) -> float:
+        """The eps with the largest score at ``threshold`` (the smallest such eps on ties)."""
+        j = self._tindex(threshold)
+        col = self.score[:, j]
+        return self.eps[int(torch.nonzero(col == col.max())[0, 0])]
+
+    def curve_points(self, eps: float | None = None) -> list[list[float]]:
+        """``[[a, E(a)], ...]`` for ``eps`` (default: the first eps), for plots and reports."""
+        i = 0 if eps is None else self._eindex(eps)
+        return [[float(a), float(v)] for a, v in zip(self.xgrid, self.curve[i])]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (scores, per-scale curves, best eps, config)."""
+        return {
+            "scores": self.scores(),
+            "best_eps": {_key(t): self.best_eps(t) for t in self.thresholds},
+            "eps": list(self.eps),
+            "thresholds": list(self.thresholds),
+            "scales": list(self.scales),
+            "accuracy": {_key(e): self.accuracy[i].tolist() for i, e in enumerate(self.eps)},
+            "bound": {_key(e): self.bound[i].tolist() for i, e in enumerate(self.eps)},
+            "raw_accuracy": self.raw_accuracy.tolist(),
+            "raw_bound": self.raw_bound.tolist(),
+            "synbench_curve": self.curve_points(),
+            "synbench_curves": {_key(e): self.curve_points(e) for e in self.eps},
+            "synbench_curve_raw": [[float(a), float(v)] for a, v in zip(self.xgrid, self.raw_curve)],
+            "feature_dim": self.feature_dim,
+            "config": self.config,
+            "seconds": self.seconds,
+        }
+
+    def _tindex(self, t: float) -> int:
+        for j, v in enumerate(self.thresholds):
+            if abs(v - float(t)) < 1e-9:
+                return j
+        raise InputError(f"threshold {t} was not computed; choose one of {list(self.thresholds)}")
+
+    def _eindex(self, e: float) -> int:
+        for i, v in enumerate(self.eps):
+            if abs(v - float(e)) < 1e-9:
+                return i
+        raise InputError(f"eps {e} was not computed; choose one of {list(self.eps)}")
+
+
+def _key(v: float) -> str:
+    return f"{float(v):g}"
+
+
+Encoder = nn.Module | Callable[[torch.Tensor], torch.Tensor]
+
+
+def synbench(
+    encoder: Encoder,
+    *,
+    input_shape: Sequence[int] | None = None,
+    layer: str = "penultimate",
+    eps: Sequence[float] = DEFAULT_EPS,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    scales: Sequence[float] = SCALES,
+    n_train: int = 2048,
+    n_test: int = 2048,
+    prior: float = 0.5,
+    seed: int = 12,
+    batch_size: int = 256,
+    clip: bool = False,
+    eig_tol: float = 1e-6,
+    device: torch.device | str | None = None,
+) -> SynBenchResult:
+    """SynBench score of an encoder (Ko et al., arXiv 2210.02989; official-code protocol).
+
+    Args:
+        encoder: a :class:`RobrepModel` (its ``layer`` representation is used; inputs are
+            normalized inside the model), or any module/callable mapping (N, C, H, W) pixel
+            batches to (N, ...) features (then ``input_shape`` is required; normalize yourself).
+        input_shape: (C, H, W) of the synthetic images (default: the model's).
+        layer: representation layer of a :class:`RobrepModel` (``penultimate``, ``logits`` or a
+            module name).
+        eps: relative l2 robustness radii in [0, 1) (eps * ||mu~|| in representation space).
+        thresholds: threshold accuracies a_t in [0.6, 1).
+        scales: mean scales ``||mu||`` (the paper: 0.1 ... 4.9).
+        n_train, n_test: realizations per scale (paper 2048 each).
+        prior: P(y = 1) (paper 0.5).
+        seed: base seed; the data of scale index i and split are a fixed function of
+            (seed, i, split), drawn in chunks of 256 whatever ``batch_size`` is.
+        batch_size: encoder batch size (memory only; results do not depend on it).
+        clip: clip the synthetic images to [0, 1] (not the paper's protocol; see module doc).
+        eig_tol: covariance eigenvalues at or below it are dropped (official code: 1e-6).
+        device: where to run the encoder (default: the encoder's parameters' device, else CPU).
+
+    Returns:
+        :class:`SynBenchResult` (scores ``(E, T)``, per-scale accuracy/bound, curves).
+    """
+    t0 = time.perf_counter()
+    eps_t = _check_eps(eps)
+    _check_thresholds(thresholds)
+    if n_train < 4 or n_test < 1:
+        raise InputError(f"n_train must be >= 4 and n_test >= 1, got {n_train} and {n_test}")
+    if not (0.0 < prior < 1.0):
+        raise InputError(f"prior must be in (0, 1), got {prior}")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    if len(scales) == 0 or any(float(s) <= 0 for s in scales):
+        raise InputError(f"scales must be positive, got {list(scales)}")
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    if isinstance(encoder, RobrepModel):
+        encoder.eval()
+        fn = representation(encoder, layer)
+        shape = tuple(int(v) for v in (input_shape or encoder.input_shape))
+    else:
+        if input_shape is None:
+            raise InputError("input_shape=(C, H, W) is required for an encoder that is not a RobrepModel")
+        if isinstance(encoder, nn.Module):
+            encoder.eval()
+        fn = encoder
+        shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise InputError(f"input_shape must be (C, H, W), got {shape}")
+    if device is None:
+        p = next(iter(encoder.parameters()), None) if isinstance(encoder, nn.Module) else None
+        dev = p.device if p is not None else torch.device("cpu")
+    else:
+        dev = torch.device(device)
+    u = torch.full(shape, 1.0 / math.sqrt(math.prod(shape)))
+
+    acc = torch.zeros(len(eps_t), len(scales), dtype=_DT)
+    bnd = torch.zeros_like(acc)
+    dim = 0
+    for i, s in enumerate(scales):
+        feats = {}
+        for split, n in (("train", n_train), ("test", n_test)):
+            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + i * 2 + (split == "test"))
+            hs, ys = [], []
+            for start in range(0, n, 256):
+                x, y = gaussian_mixture(min(256, n - start), float(s) * u, center=0.5, prior=prior, generator=g)
+                if clip:
+                    x = x.clamp_(0.0, 1.0)
+                for b in range(0, len(x), batch_size):
+                    with torch.no_grad():
+                        h = fn(x[b : b + batch_size].to(dev))
+                    hs.append(h.reshape(h.shape[0], -1).to("cpu", _DT))
+                ys.append(y)
+            feats[split] = (torch.cat(hs), torch.cat(ys))
+        htr, ytr = feats["train"]
+        if not torch.isfinite(htr).all():
+            raise InputError(f"the encoder returned NaN/inf features at scale {s}; check the encoder")
+        dim = htr.shape[1]
+        st = class_stats(htr, ytr)
+        acc[:, i], bnd[:, i] = robust_bayes_metrics(st, *feats["test"], eps_t, eig_tol)
+
+    raw_acc, raw_bnd = raw_reference(scales)
+    xg = synbench_xgrid()
+    cfg = {"input_shape": list(shape), "layer": layer if isinstance(encoder, RobrepModel) else None,
+           "n_train": n_train, "n_test": n_test, "prior": prior, "seed": seed, "clip": clip,
+           "eig_tol": eig_tol, "num_scales": len(scales), "scale_min": float(min(scales)), "scale_max": float(max(scales))}
+    return SynBenchResult(
+        scales=tuple(float(s) for s in scales), eps=eps_t, thresholds=tuple(float(t) for t in thresholds),
+        accuracy=acc, bound=bnd, raw_accuracy=raw_acc, raw_bound=raw_bnd, xgrid=xg,
+        curve=expected_bound_curve(acc, bnd, xg), raw_curve=expected_bound_curve(raw_acc, raw_bnd, xg),
+        score=synbench_scores(acc, bnd, thresholds, scales), feature_dim=int(dim), config=cfg,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def plot_synbench(result: SynBenchResult, path: str | Path, title: str | None = None) -> Path:
+    """Expected bound vs threshold accuracy for the raw data and each eps (a PNG at ``path``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+    ax.plot(result.xgrid, result.raw_curve, color="crimson", lw=2, label="raw data, Bayes (reference)")
+    j7 = result.thresholds.index(0.7) if 0.7 in result.thresholds else 0
+    for i, e in enumerate(result.eps):
+        ax.plot(result.xgrid, result.curve[i], lw=1.3,
+                label=f"representation, eps={e:g} (score@{result.thresholds[j7]:g} = {float(result.score[i, j7]):.3f})")
+    ax.set_xlabel("threshold accuracy $a_t$")
+    ax.set_ylabel("expected bound $E(a_t)$")
+    ax.set_ylim(0, 1.2)
+    ax.grid(True, linestyle="-.", alpha=0.6)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p)
+    plt.close(fig)
+    return p
+
+
+# ------------------------------------------------------------------------------------------------
+# eps-robust linear probing
+
+
+@dataclass(frozen=True)
+class RobustProbeResult:
+    """An eps-robust linear probe chosen by SynBench beside a standard probe.
+
+    Attributes:
+        synbench_eps: the relative radius that maximizes the score at ``threshold``.
+        threshold: the threshold accuracy used for the choice.
+        reference_radius: pixel-space l2 analog of ``||mu||``: half the median distance between
+            real class means (``radius = synbench_eps * reference_radius``, or as given).
+        radius, norm: the pixel-space training threat of the robust probe.
+        eval_threat: the threat both probes are evaluated under.
+        standard, robust: the two :class:`ProbeResult` (natural and adversarial accuracy).
+    """
+
+    synbench_eps: float
+    threshold: float
+    reference_radius: float
+    radius: float
+    norm: str
+    eval_threat: dict[str, Any]
+    standard: ProbeResult
+    robust: ProbeResult
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"synbench_eps": self.synbench_eps, "threshold": self.threshold, "reference_radius": self.reference_radius,
+                "radius": self.radius, "norm": self.norm, "eval_threat": self.eval_threat,
+                "standard_natural_accuracy": self.standard.natural_accuracy,
+                "standard_adversarial_accuracy": self.standard.adversarial_accuracy,
+                "robust_natural_accuracy": self.robust.natural_accuracy,
+                "robust_adversarial_accuracy": self.robust.adversarial_accuracy}
+
+
+def half_class_mean_distance(data: ImageData, max_n: int = 10000) -> float:
+    """Half the median l2 distance between class means of ``data`` (pixel space, [0,1] images):
+    the real-data analog of SynBench's ``||mu||`` (the half distance of the two means)."""
+    x, y = data.head(min(len(data), max_n)).tensors()
+    means = torch.stack([x[y == c].flatten(1).mean(0) for c in torch.unique(y)])
+    if len(means) < 2:
+        raise InputError("the data have a single class; a probe needs at least two")
+    dist = torch.cdist(means.double(), means.double())
+    iu = torch.triu_indices(len(means), len(means), 1)
+    return float(dist[iu[0], iu[1]].median() / 2)
+
+
+def robust_linear_probe(
+    encoder: RobrepModel,
+    train_data: ImageData,
+    test_data: ImageData,
+    result: SynBenchResult,
+    *,
+    threshold: float = 0.7,
+    norm: str = "l2",
+    eps: float | None = None,
+    reference_radius: float | None = None,
+    eval_radius: float | None = None,
+    layer: str = "penultimate",
+    **probe_kwargs: Any,
+) -> RobustProbeResult:
+    """eps-robust linear probing informed by SynBench (Ko et al., methods.md 3.5; [MEMORY] there).
+
+    Pick ``eps* = argmax_eps SynBench(eps, threshold)`` (or the given ``eps``), turn it into a
+    pixel-space radius ``eps* x reference_radius`` (SynBench's radius is relative to ``||mu||``;
+    the reference radius defaults to :func:`half_class_mean_distance` of the training data), and
+    train a linear probe adversarially at that radius with :func:`linear_probe`; a standard probe
+    is trained beside it, and both are evaluated under the same threat (``eval_radius``, default
+    the training radius; if that is 0, the standard probe's natural accuracy only).
+
+    Args:
+        encoder: the encoder measured by ``result``.
+        train_data, test_data: real downstream data ([0,1] images).
+        result: its :class:`SynBenchResult`.
+        threshold: a_t used to pick eps.
+        norm: threat norm of the probe's adversarial training (``l2`` matches SynBench's).
+        eps: override the chosen relative radius.
+        reference_radius: override the pixel-space scale of a relative radius.
+        eval_radius: evaluation radius (pixel units).
+        layer: representation layer.
+        probe_kwargs: passed to :func:`linear_probe` (epochs, lr, attack_steps, eval_n, seed...).
+
+    Returns:
+        :class:`RobustProbeResult`.
+    """
+    e = result.best_eps(threshold) if eps is None else float(eps)
+    ref = half_class_mean_distance(train_data) if reference_radius is None else float(reference_radius)
+    radius = e * ref
+    ev = radius if eval_radius is None else float(eval_radius)
+    eval_thr = make_threat(norm, ev)
+    train_thr = make_threat(norm, radius) if radius > 0 else None
+    std = linear_probe(encoder, train_data, test_data, layer=layer, train_threat=None, eval_threat=eval_thr, **probe_kwargs)
+    rob = linear_probe(encoder, train_data, test_data, layer=layer, train_threat=train_thr, eval_threat=eval_thr, **probe_kwargs)
+    return RobustProbeResult(e, float(threshold), ref, radius, norm, eval_thr.to_dict(), std, rob)

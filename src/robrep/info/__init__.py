@@ -1,0 +1,50 @@
+"""Mutual information of representations: estimators, worst-case MI, vulnerability, bounds.
+
+Zhu, Zhang & Evans, *Learning Adversarially Robust Representations via Worst-Case Mutual
+Information Maximization*, ICML 2020.
+"""
+
+from .bound import SignGaussianCase, accuracy_bound, binary_entropy, exact_sign_mi, sign_gaussian_case
+from .bounds import BOUNDS, Bound, dv_bound, get_bound, infonce_bound, jsd_bound, list_bounds
+from .critics import CRITICS, DIMCritic, ResidualBlock1x1, SeparableMLPCritic, create_critic, list_critics
+from .estimate import (
+    Interval,
+    MIEstimate,
+    VulnerabilityResult,
+    batch_pgd,
+    estimate_mi,
+    estimate_mi_samples,
+    fit_critic,
+    interval_from_values,
+    vulnerability,
+)
+
+__all__ = [
+    "BOUNDS",
+    "Bound",
+    "CRITICS",
+    "DIMCritic",
+    "Interval",
+    "MIEstimate",
+    "ResidualBlock1x1",
+    "SeparableMLPCritic",
+    "SignGaussianCase",
+    "VulnerabilityResult",
+    "accuracy_bound",
+    "batch_pgd",
+    "binary_entropy",
+    "create_critic",
+    "dv_bound",
+    "estimate_mi",
+    "estimate_mi_samples",
+    "exact_sign_mi",
+    "fit_critic",
+    "get_bound",
+    "infonce_bound",
+    "interval_from_values",
+    "jsd_bound",
+    "list_bounds",
+    "list_critics",
+    "sign_gaussian_case",
+    "vulnerability",
+]

@@ -1,0 +1,174 @@
+"""Critics T(x, z) for the variational MI bounds (registry ``CRITICS``).
+
+A critic maps a batch of inputs x (N, ...) and representations z (N, D) to the score tensor
+(L, N, N), ``scores[l, i, j] = T_l(x_i, z_j)``; every critic here is *separable* (a dot product
+of an x-embedding and a z-embedding), so all N^2 pairs cost one matrix product.
+
+* ``dim``: the critic of Zhu, Zhang & Evans (ICML 2020, methods.md 1.4), the Deep InfoMax
+  "local" critic (Hjelm et al. 2019): a conv branch on the image gives one K-vector per
+  spatial location, a 1x1 residual block on z gives one K-vector, the score is their dot
+  product (L = number of locations).
+* ``mlp``: a separable MLP critic on flattened vectors (L = 1), for synthetic data and tests.
+
+A factory has the signature ``factory(x_shape, z_dim, **options) -> nn.Module``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from math import prod
+
+import torch
+from torch import nn
+
+from .._registry import Registry
+from ..errors import InputError
+
+__all__ = ["CRITICS", "ConcatMLPCritic", "DIMCritic", "ResidualBlock1x1", "SeparableMLPCritic", "create_critic", "list_critics"]
+
+CriticFactory = Callable[..., nn.Module]
+CRITICS: Registry[CriticFactory] = Registry("critic")
+
+
+class ResidualBlock1x1(nn.Module):
+    """Deep InfoMax ``MI1x1ConvNet``: [1x1 conv (no bias) - BN - ReLU - 1x1 conv] plus a linear
+    1x1 shortcut initialised to the identity on the first ``min(cin, k)`` outputs and
+    U(-0.01, 0.01) elsewhere, then LayerNorm over channels.
+
+    Shape:
+        - Input: (N, cin, H, W).  Output: (N, k, H, W).
+    """
+
+    def __init__(self, cin: int, k: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(cin, k, 1, bias=False), nn.BatchNorm2d(k), nn.ReLU(), nn.Conv2d(k, k, 1))
+        self.shortcut = nn.Conv2d(cin, k, 1, bias=False)
+        with torch.no_grad():
+            self.shortcut.weight.uniform_(-0.01, 0.01)
+            m = min(cin, k)
+            self.shortcut.weight[:m, :m, 0, 0] = torch.eye(m) + self.shortcut.weight[:m, :m, 0, 0] * (1 - torch.eye(m))
+        self.norm = nn.LayerNorm(k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.block(x) + self.shortcut(x)
+        return self.norm(h.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class DIMCritic(nn.Module):
+    """The paper's critic: ``T_l(x, z) = <L(x)_l, G(z)>``.
+
+    Args:
+        x_shape: (C, H, W) of the images.
+        z_dim: representation size D.
+        hidden: K, the embedding size (paper: 2048).
+        width: channels of the first local conv (paper: 64; the second has 2 * width).
+
+    Shape:
+        - x: (N, C, H, W) in [0,1]; z: (N, D).  Output: (L, N, N) with L = (H/4) * (W/4).
+    """
+
+    def __init__(self, x_shape: Sequence[int], z_dim: int, hidden: int = 2048, width: int = 64) -> None:
+        super().__init__()
+        if len(x_shape) != 3:
+            raise InputError(f"the dim critic needs images (C, H, W), got input shape {tuple(x_shape)}; use critic='mlp' for vectors")
+        c = int(x_shape[0])
+        self.local = nn.Sequential(
+            nn.Conv2d(c, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            ResidualBlock1x1(2 * width, hidden),
+        )
+        self.glob = ResidualBlock1x1(int(z_dim), hidden)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        lx = self.local(x).flatten(2)  # (N, K, L)
+        gz = self.glob(z.flatten(1)[:, :, None, None]).flatten(1)  # (N, K)
+        return torch.einsum("nkl,mk->lnm", lx, gz)
+
+
+class SeparableMLPCritic(nn.Module):
+    """``T(x, z) = f(x) . g(z)`` with two ReLU MLPs (Poole et al. 2019's separable critic).
+
+    Args:
+        x_shape: shape of one x (flattened).
+        z_dim: representation size.
+        hidden: hidden width; embed: embedding size; layers: hidden layers per branch.
+        shortcut: add a linear shortcut to each branch (identity-initialised, as the DIM
+            critic's 1x1 blocks), so bilinear scores x^T A z are learnt fast.
+
+    Shape:
+        - x: (N, ...); z: (N, D).  Output: (1, N, N).
+    """
+
+    def __init__(self, x_shape: Sequence[int], z_dim: int, hidden: int = 128, embed: int = 32, layers: int = 2,
+                 shortcut: bool = True) -> None:
+        super().__init__()
+        self.shortcut = shortcut
+
+        def mlp(d: int) -> nn.Sequential:
+            mods: list[nn.Module] = []
+            for _ in range(layers):
+                mods += [nn.Linear(d, hidden), nn.ReLU()]
+                d = hidden
+            mods.append(nn.Linear(d, embed))
+            return nn.Sequential(*mods)
+
+        def lin(d: int) -> nn.Linear:
+            m = nn.Linear(d, embed, bias=False)
+            with torch.no_grad():  # DIM-style identity-initialised shortcut
+                m.weight.uniform_(-0.01, 0.01)
+                k = min(d, embed)
+                m.weight[:k, :k] += torch.eye(k)
+            return m
+
+        dx = int(prod(x_shape))
+        self.f, self.g = mlp(dx), mlp(int(z_dim))
+        self.fs = lin(dx) if shortcut else None
+        self.gs = lin(int(z_dim)) if shortcut else None
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        x, z = x.flatten(1), z.flatten(1)
+        fx, gz = self.f(x), self.g(z)
+        if self.fs is not None and self.gs is not None:
+            fx, gz = fx + self.fs(x), gz + self.gs(z)
+        return (fx @ gz.T).unsqueeze(0)
+
+
+class ConcatMLPCritic(nn.Module):
+    """``T(x, z) = MLP([x, z])`` evaluated on all N^2 pairs (Poole et al. 2019's concat critic);
+    more expressive than a separable critic, N times more expensive.
+
+    Shape:
+        - x: (N, ...); z: (N, D).  Output: (1, N, N).
+    """
+
+    def __init__(self, x_shape: Sequence[int], z_dim: int, hidden: int = 128, layers: int = 2) -> None:
+        super().__init__()
+        d, mods = int(prod(x_shape)) + int(z_dim), []
+        for _ in range(layers):
+            mods += [nn.Linear(d, hidden), nn.ReLU()]
+            d = hidden
+        mods.append(nn.Linear(d, 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        x, z = x.flatten(1), z.flatten(1)
+        n = x.shape[0]
+        xz = torch.cat([x[:, None, :].expand(n, n, -1), z[None, :, :].expand(n, n, -1)], dim=-1)
+        return self.net(xz).squeeze(-1).unsqueeze(0)
+
+
+CRITICS.add("dim", DIMCritic, help="Zhu et al. / Deep InfoMax local critic: conv branch on x, 1x1 block on z, dot product")
+CRITICS.add("mlp", SeparableMLPCritic, help="separable MLP critic on flattened vectors (synthetic data, tests)")
+CRITICS.add("concat", ConcatMLPCritic, help="MLP on concatenated (x, z) pairs, all N^2 of them (vectors)")
+
+
+def create_critic(name: str, x_shape: Sequence[int], z_dim: int, **kwargs: object) -> nn.Module:
+    """Build the critic called ``name`` for inputs of shape ``x_shape`` and ``z_dim``-d codes."""
+    try:
+        return CRITICS.get(name)(tuple(int(s) for s in x_shape), int(z_dim), **kwargs)
+    except TypeError as e:
+        raise InputError(f"bad options for critic {name!r}: {e}") from e
+
+
+def list_critics() -> list[str]:
+    return CRITICS.names()

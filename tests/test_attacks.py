@@ -1,0 +1,187 @@
+"""Attacks: closed forms on linear models, properties, and strength against torchattacks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import robrep
+from robrep.attacks import apgd, pgd
+
+
+def linear_binary(w: torch.Tensor, b: float = 0.0) -> robrep.RobrepModel:
+    """logits = [0, w.x + b] on flattened (1, 1, d) inputs, normalization identity."""
+    d = w.numel()
+    m = robrep.create_model("linear", num_classes=2, input_shape=(1, 1, d), mean=(0.0,), std=(1.0,))
+    with torch.no_grad():
+        m.net.fc.weight.zero_()
+        m.net.fc.weight[1] = w
+        m.net.fc.bias.zero_()
+        m.net.fc.bias[1] = b
+    return m.eval()
+
+
+def test_one_linf_step_is_eps_sign_w() -> None:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(12, generator=g)
+    m = linear_binary(w)
+    x = torch.full((3, 1, 1, 12), 0.5)
+    y = torch.zeros(3, dtype=torch.long)  # increasing w.x increases the loss of class 0
+    r = pgd(m, x, y, robrep.threat("linf", 0.1), steps=1, step_size=0.1, random_start=False, keep_best=False)
+    assert torch.allclose(r.x_adv, x + 0.1 * torch.sign(w).view(1, 1, 1, -1), atol=1e-7)
+
+
+def test_one_l2_step_is_eps_w_over_norm() -> None:
+    w = torch.randn(12, generator=torch.Generator().manual_seed(1))
+    m = linear_binary(w)
+    x = torch.full((2, 1, 1, 12), 0.5)
+    y = torch.zeros(2, dtype=torch.long)
+    r = pgd(m, x, y, robrep.threat("l2", 0.2), steps=1, step_size=0.2, random_start=False, keep_best=False)
+    assert torch.allclose(r.x_adv, x + 0.2 * (w / w.norm()).view(1, 1, 1, -1), atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+def test_pgd_finds_the_exact_robust_accuracy_of_a_linear_model(norm: str) -> None:
+    """Binary linear model: x is robust iff its margin exceeds eps * ||w||_* (box not binding)."""
+    g = torch.Generator().manual_seed(2)
+    d = 20
+    w = torch.randn(d, generator=g)
+    m = linear_binary(w, b=-float(w.sum()) * 0.5)  # boundary through the centre of the box
+    x = 0.35 + 0.3 * torch.rand(400, 1, 1, d, generator=g)
+    margin_raw = x.flatten(1) @ w + m.net.fc.bias[1].detach()
+    y = (margin_raw > 0).long()
+    eps = {"linf": 0.01, "l2": 0.08, "l1": 0.15}[norm]
+    thr = robrep.threat(norm, eps)
+    slack = margin_raw.abs() / thr.dual_norm(w) - eps  # > 0 iff robust (exactly)
+    clear = slack.abs() > 0.01 * eps  # leave out near-ties that no finite-step attack resolves
+    r = pgd(m, x[clear], y[clear], thr, steps=100, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(~r.success, slack[clear] > 0)
+    assert clear.float().mean() > 0.95
+    assert 0.1 < float((slack > 0).float().mean()) < 0.9  # the case is not trivial
+
+
+@pytest.mark.parametrize("attack", ["pgd", "apgd-ce", "apgd-dlr", "fgsm"])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_outputs_inside_ball_and_box(tiny_trained, demo_data, attack: str, norm: str) -> None:
+    model, _ = tiny_trained
+    x, y = next(iter(demo_data[1].head(32).batches(32)))
+    thr = robrep.threat(norm, 0.1 if norm == "linf" else 1.0)
+    kw = {"steps": 5} if attack != "fgsm" else {}
+    r = robrep.create_attack(attack, **kw)(model, x, y, thr, generator=torch.Generator().manual_seed(0))
+    assert thr.contains(r.x_adv, x, tol=1e-6).all()
+    assert r.x_adv.min() >= 0 and r.x_adv.max() <= 1
+
+
+def test_l1_pgd_inside_ball(tiny_trained, demo_data) -> None:
+    model, _ = tiny_trained
+    x, y = next(iter(demo_data[1].head(16).batches(16)))
+    thr = robrep.threat("l1", 5.0)
+    r = pgd(model, x, y, thr, steps=10, generator=torch.Generator().manual_seed(0))
+    assert (thr.norm_of(r.x_adv - x) <= 5.0 + 1e-4).all()
+
+
+def test_seed_determinism_and_batch_equals_per_example(tiny_trained, demo_data) -> None:
+    model, _ = tiny_trained
+    x, y = next(iter(demo_data[1].head(6).batches(6)))
+    thr = robrep.threat("linf", 0.1)
+    a = pgd(model, x, y, thr, steps=5, generator=torch.Generator().manual_seed(3)).x_adv
+    b = pgd(model, x, y, thr, steps=5, generator=torch.Generator().manual_seed(3)).x_adv
+    assert torch.equal(a, b)
+    batch = pgd(model, x, y, thr, steps=5, random_start=False).x_adv
+    single = torch.cat([pgd(model, x[i : i + 1], y[i : i + 1], thr, steps=5, random_start=False).x_adv for i in range(6)])
+    assert torch.allclose(batch, single, atol=1e-6)
+
+
+def test_robust_accuracy_non_increasing_in_eps(tiny_trained, demo_data) -> None:
+    model, _ = tiny_trained
+    te = demo_data[1].head(200)
+    curve = robrep.evaluate.__wrapped__ if hasattr(robrep.evaluate, "__wrapped__") else None  # noqa: F841
+    from robrep.evaluate import robust_accuracy_curve
+
+    pts = robust_accuracy_curve(model, te, robrep.threat("linf", 0.1), [0.0, 0.01, 0.03, 0.06, 0.1, 0.2],
+                                attack="pgd", attack_kwargs={"steps": 20})
+    accs = [a for _, a in pts]
+    assert all(a2 <= a1 for a1, a2 in zip(accs, accs[1:])), accs
+    assert accs[0] > 0.6 and accs[-1] < accs[0]
+
+
+def test_keep_best_never_worse_than_last_iterate(tiny_trained, demo_data) -> None:
+    model, _ = tiny_trained
+    x, y = next(iter(demo_data[1].head(100).batches(100)))
+    thr = robrep.threat("linf", 0.05)
+    best = pgd(model, x, y, thr, steps=10, step_size=0.02, generator=torch.Generator().manual_seed(0))
+    last = pgd(model, x, y, thr, steps=10, step_size=0.02, keep_best=False, generator=torch.Generator().manual_seed(0))
+    assert best.success.sum() >= last.success.sum()
+
+
+def test_targeted_pgd_reaches_target(tiny_trained, demo_data) -> None:
+    model, _ = tiny_trained
+    x, y = next(iter(demo_data[1].head(20).batches(20)))
+    t = (y + 1) % 10
+    r = pgd(model, x, t, robrep.threat("linf", 0.3), steps=40, targeted=True, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (model(r.x_adv).argmax(1) == t).float().mean() > 0.9
+    assert torch.equal(r.success, model(r.x_adv).argmax(1) == t)
+
+
+def test_representation_attack_brings_representations_together(tiny_trained, demo_data) -> None:
+    model, _ = tiny_trained
+    x, _ = next(iter(demo_data[1].head(8).batches(8)))
+    x2 = x.flip(0)
+    rep = robrep.representation(model)
+    with torch.no_grad():
+        before = (rep(x) - rep(x2)).norm(dim=1)
+    r = robrep.representation_attack(model, x, robrep.threat("linf", 0.1), x_target=x2, steps=50,
+                                     generator=torch.Generator().manual_seed(0))
+    assert (r.loss < 0.6 * before).all()
+    with torch.no_grad():
+        assert torch.allclose(r.loss, (rep(r.x_adv) - rep(x2)).norm(dim=1), atol=1e-4)
+
+
+def test_apgd_and_pgd_not_weaker_than_torchattacks(tiny_trained, demo_data) -> None:
+    torchattacks = pytest.importorskip("torchattacks")
+    model, _ = tiny_trained
+    x, y = next(iter(demo_data[1].head(300).batches(300)))
+    eps = 0.05
+    thr = robrep.threat("linf", eps)
+    ours = robrep.evaluate(model, (x, y), threat=thr, attack="pgd", attack_kwargs={"steps": 20, "step_size": eps / 4}).robust_accuracy
+    ta = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=20, random_start=True)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        ok = model(x).argmax(1) == y
+    xa = ta(x, y)
+    with torch.no_grad():
+        theirs = float(((model(xa).argmax(1) == y) & ok).float().mean())
+    assert ours <= theirs + 0.005, (ours, theirs)
+    ap = robrep.evaluate(model, (x, y), threat=thr, attack="apgd", attack_kwargs={"steps": 50}).robust_accuracy
+    assert ap <= ours + 0.005, (ap, ours)
+
+
+def test_apgd_l2_and_cascade(tiny_trained, demo_data) -> None:
+    model, _ = tiny_trained
+    x, y = next(iter(demo_data[1].head(100).batches(100)))
+    thr = robrep.threat("l2", 1.0)
+    ce = apgd(model, x, y, thr, steps=30, loss="ce", generator=torch.Generator().manual_seed(0))
+    both = robrep.create_attack("apgd", steps=30)(model, x, y, thr, generator=torch.Generator().manual_seed(0))
+    assert both.success.sum() >= ce.success.sum()
+    assert thr.contains(both.x_adv, x).all()
+
+
+def test_attack_rejects_bad_input(tiny_trained) -> None:
+    model, _ = tiny_trained
+    y = torch.zeros(2, dtype=torch.long)
+    thr = robrep.threat("linf", 0.1)
+    with pytest.raises(robrep.InputError, match=r"\[0,1\]"):
+        pgd(model, torch.full((2, 1, 28, 28), 2.0), y, thr)
+    with pytest.raises(robrep.InputError, match="NaN"):
+        pgd(model, torch.full((2, 1, 28, 28), float("nan")), y, thr)
+    with pytest.raises(robrep.InputError, match="channels"):
+        pgd(model, torch.rand(2, 3, 28, 28), y, thr)
+    with pytest.raises(robrep.InputError, match="shape"):
+        pgd(model, torch.rand(1, 28, 28), y, thr)
+
+
+class _Plain(nn.Module):
+    def forward(self, x):  # pragma: no cover - trivial
+        return x.flatten(1)[:, :3]

@@ -1,0 +1,310 @@
+"""Tests of robrep.info: MI bounds, critics, worst-case MI, vulnerability, the Fano bound and the
+binary-sign Gaussian example (Zhu, Zhang & Evans, ICML 2020; methods.md section 1)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from robrep.errors import InputError
+from robrep.info import (
+    accuracy_bound,
+    batch_pgd,
+    binary_entropy,
+    create_critic,
+    dv_bound,
+    estimate_mi,
+    estimate_mi_samples,
+    exact_sign_mi,
+    infonce_bound,
+    jsd_bound,
+    sign_gaussian_case,
+    vulnerability,
+)
+from robrep.threats import threat
+
+# ------------------------------------------------------------------------------------------
+# Bounds against literal loops.
+
+
+def _dv_loop(s: torch.Tensor, zero_diag: bool = False) -> float:
+    L, n, _ = s.shape
+    tot = 0.0
+    for l in range(L):
+        pos = sum(float(s[l, i, i]) for i in range(n)) / n
+        neg = sum(math.exp(float(s[l, i, j])) for i in range(n) for j in range(n) if i != j)
+        if zero_diag:
+            neg += n  # exp(0) for each masked diagonal entry
+        tot += pos - math.log(neg / (n * (n - 1)))
+    return tot / L
+
+
+def _sp(v: float) -> float:
+    return math.log1p(math.exp(v))
+
+
+def _jsd_loop(s: torch.Tensor) -> float:
+    L, n, _ = s.shape
+    pos = [-_sp(-float(s[l, i, i])) for l in range(L) for i in range(n)]
+    neg = [_sp(float(s[l, i, j])) for l in range(L) for i in range(n) for j in range(n) if i != j]
+    return sum(pos) / len(pos) - sum(neg) / len(neg)
+
+
+def _nce_loop(s: torch.Tensor) -> float:
+    L, n, _ = s.shape
+    tot = 0.0
+    for l in range(L):
+        for i in range(n):
+            row = [float(s[l, i, j]) for j in range(n)]
+            m = max(row)
+            tot += row[i] - (m + math.log(sum(math.exp(r - m) for r in row)))
+    return tot / (L * n) + math.log(n)
+
+
+def test_bounds_match_literal_loops() -> None:
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(3, 7, 7, generator=g, dtype=torch.float64) * 2
+    assert float(dv_bound(s)) == pytest.approx(_dv_loop(s), abs=1e-10)
+    assert float(dv_bound(s, diag="zero")) == pytest.approx(_dv_loop(s, zero_diag=True), abs=1e-10)
+    assert float(jsd_bound(s)) == pytest.approx(_jsd_loop(s), abs=1e-10)
+    assert float(infonce_bound(s)) == pytest.approx(_nce_loop(s), abs=1e-10)
+    # 2-d input == one location
+    assert float(dv_bound(s[0])) == pytest.approx(_dv_loop(s[:1]), abs=1e-10)
+
+
+def test_bound_properties() -> None:
+    n = 16
+    perfect = torch.eye(n) * 1e3
+    assert float(infonce_bound(perfect)) == pytest.approx(math.log(n), abs=1e-6)  # the log N cap is reached
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        s = torch.randn(2, n, n, generator=g) * 5
+        assert float(infonce_bound(s)) <= math.log(n) + 1e-6
+        assert float(jsd_bound(s)) <= 0
+    const = torch.full((n, n), 3.0)  # uninformative critic -> every bound reads 0 MI
+    assert float(dv_bound(const)) == pytest.approx(0.0, abs=1e-6)
+    assert float(infonce_bound(const)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(InputError):
+        dv_bound(torch.zeros(3, 4))
+    with pytest.raises(InputError):
+        dv_bound(torch.zeros(1, 1))
+
+
+def test_dv_with_optimal_critic_recovers_gaussian_mi() -> None:
+    """With the true log density ratio as critic, DV and InfoNCE read the closed form (no training)."""
+    rho, n = 0.9, 2000
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, generator=g, dtype=torch.float64)
+    z = rho * x + math.sqrt(1 - rho**2) * torch.randn(n, generator=g, dtype=torch.float64)
+    X, Z = x[:, None], z[None, :]
+    t = -0.5 * math.log(1 - rho**2) - (X**2 + Z**2 - 2 * rho * X * Z) / (2 * (1 - rho**2)) + (X**2 + Z**2) / 2
+    true = -0.5 * math.log(1 - rho**2)
+    assert true == pytest.approx(0.8304, abs=1e-4)
+    assert float(dv_bound(t)) == pytest.approx(true, abs=0.05)
+    assert float(infonce_bound(t)) <= math.log(n)
+    assert float(infonce_bound(t)) == pytest.approx(true, abs=0.05)  # log N = 7.6 >> I: no cap
+
+
+# ------------------------------------------------------------------------------------------
+# Trained critics on Gaussians.
+
+
+def _gauss_rho(m: int, rho: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, 1, generator=g)
+    return x, rho * x + math.sqrt(1 - rho**2) * torch.randn(m, 1, generator=g)
+
+
+@pytest.mark.parametrize("estimator", ["dv", "jsd"])
+def test_trained_critic_rho09(estimator: str) -> None:
+    x, z = _gauss_rho(12000, 0.9, 0)
+    r = estimate_mi_samples(x, z, estimator=estimator, n_critics=2, steps=300, batch_size=128, lr=3e-3, seed=0,
+                            critic_kwargs={"hidden": 32, "embed": 16, "layers": 1})
+    true = 0.8304
+    assert 0.9 * true <= r.estimate <= true + 0.06, r
+    assert r.low <= r.estimate <= r.high and r.n_critics == 2 and len(r.values) == 2
+
+
+def test_infonce_capped_by_log_n() -> None:
+    """Z = X + 0.1 N in 4-d: I = 2 log 101 = 9.2 nats >> log 32; InfoNCE saturates just below log N."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6000, 4, generator=g)
+    z = x + 0.1 * torch.randn(6000, 4, generator=g)
+    r = estimate_mi_samples(x, z, estimator="infonce", n_critics=1, steps=200, batch_size=32, lr=3e-3, seed=0,
+                            critic_kwargs={"hidden": 32, "embed": 16, "layers": 1})
+    assert r.estimate <= math.log(32) + 1e-6
+    assert r.estimate >= math.log(32) - 0.3
+    assert r.method.startswith("bootstrap") and r.low <= r.estimate <= r.high
+
+
+def test_estimates_deterministic_under_seed() -> None:
+    x, z = _gauss_rho(2000, 0.5, 1)
+    kw = dict(estimator="dv", n_critics=1, steps=20, batch_size=64, lr=1e-3, seed=3, critic_kwargs={"hidden": 8, "embed": 4})
+    assert estimate_mi_samples(x, z, **kw) == estimate_mi_samples(x, z, **kw)
+
+
+def test_invertible_linear_map_leaves_estimate_unchanged() -> None:
+    """I(X; A Z) = I(X; Z) for invertible A (methods.md 1.9.5): the intervals overlap."""
+    x, z = _gauss_rho(12000, 0.9, 2)
+    kw = dict(estimator="dv", n_critics=3, steps=250, batch_size=128, lr=3e-3, seed=0,
+              critic_kwargs={"hidden": 32, "embed": 16, "layers": 1})
+    a = estimate_mi_samples(x, z, **kw)
+    b = estimate_mi_samples(x, -3.0 * z + 0.0, **kw)
+    assert a.low <= b.high and b.low <= a.high, (a, b)
+    assert abs(a.estimate - b.estimate) < 0.1
+
+
+# ------------------------------------------------------------------------------------------
+# Fano bound, binary-sign Gaussian example.
+
+
+@pytest.mark.parametrize("mi,expected", [(0.0, 0.3010), (0.5, 0.5182), (1.0, 0.7353), (1.034, 0.7501), (1.5, 0.9525), (1.7, 1.0)])
+def test_fano_table(mi: float, expected: float) -> None:
+    assert accuracy_bound(mi, 10) == pytest.approx(expected, abs=1e-4)
+
+
+def test_fano_properties() -> None:
+    vals = [accuracy_bound(i / 10, 10) for i in range(20)]
+    assert all(a <= b for a, b in zip(vals, vals[1:]))
+    # non-uniform labels: H(Y) < log K tightens nothing below zero and equals the uniform case at log K
+    assert accuracy_bound(0.3, 10, label_entropy=math.log(10)) == accuracy_bound(0.3, 10)
+    assert accuracy_bound(0.3, 10, label_entropy=1.0) == pytest.approx(1 - (1.0 - 0.3 - math.log(2)) / math.log(10))
+    with pytest.raises(InputError):
+        accuracy_bound(0.3, 1)
+
+
+TABLE_13 = [  # m/s, eps'/s, P(Z'=1), RV, Risk, AdvRisk, gap (methods.md 1.3)
+    (1.0, 0.00, 0.5000, 0.0000, 0.1587, 0.1587, 0.0000),
+    (1.0, 0.25, 0.5605, 0.0073, 0.1587, 0.2266, 0.0680),
+    (1.0, 0.50, 0.6209, 0.0295, 0.1587, 0.3085, 0.1499),
+    (2.0, 0.50, 0.5303, 0.0018, 0.0228, 0.0668, 0.0441),
+    (2.0, 1.00, 0.5787, 0.0124, 0.0228, 0.1587, 0.1359),
+    (3.0, 1.00, 0.5114, 0.0003, 0.0013, 0.0228, 0.0214),
+]
+
+
+@pytest.mark.parametrize("row", TABLE_13)
+def test_sign_gaussian_closed_form(row: tuple[float, ...]) -> None:
+    c = sign_gaussian_case(row[0], row[1])
+    got = (c.p_z1, c.vulnerability, c.risk, c.adv_risk, c.gap)
+    for a, b in zip(got, row[2:]):
+        assert a == pytest.approx(b, abs=1.5e-4)
+    assert c.mi_clean == pytest.approx(math.log(2))
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("row", [TABLE_13[1], TABLE_13[2], TABLE_13[4]])
+def test_batch_pgd_reproduces_sign_example(norm: str, row: tuple[float, ...]) -> None:
+    """The inner optimizer (joint batch PGD on a smooth surrogate of the exact MI H(sign(U)))
+    pushes the band U in [-eps', 0] across zero: the empirical P(Z'=1) and RV match 1.3."""
+    m_s, e_s = row[0], row[1]
+    d, n, sigma = 4, 100_000, 0.05
+    g = torch.Generator().manual_seed(0)
+    w = torch.tensor([1.0, -2.0, 0.5, 1.5], dtype=torch.float64)
+    s = sigma * float(w.norm())
+    theta = w / w.norm() ** 2 * (m_s * s)  # w.theta = m
+    y = torch.randint(0, 2, (n,), generator=g).double() * 2 - 1
+    x = 0.5 + y[:, None] * theta + sigma * torch.randn(n, d, generator=g, dtype=torch.float64)
+    assert 0 <= float(x.min()) and float(x.max()) <= 1  # the [0,1] box does not bind
+    dual = float(w.abs().sum()) if norm == "linf" else float(w.norm())
+    thr = threat(norm, e_s * s / dual)
+
+    def u_of(xx: torch.Tensor) -> torch.Tensor:
+        return (xx - 0.5) @ w
+
+    def surrogate(xx: torch.Tensor) -> torch.Tensor:  # h_b of the mean soft sign, smooth in x
+        return binary_entropy(torch.sigmoid(u_of(xx) / (0.02 * s)).mean())
+
+    xa, _ = batch_pgd(surrogate, x, thr, steps=30, step_size=thr.eps / 10)
+    assert bool(thr.contains(xa, x).all())
+    p = float((u_of(xa) > 0).double().mean())
+    p = max(p, 1 - p)
+    c = sign_gaussian_case(m_s, e_s)
+    se = math.sqrt(c.p_z1 * (1 - c.p_z1) / n)
+    assert p == pytest.approx(c.p_z1, abs=4 * se + 2e-3)
+    rv = math.log(2) - float(exact_sign_mi(u_of(xa)))
+    assert rv == pytest.approx(c.vulnerability, abs=3e-3)
+
+
+def test_batch_pgd_properties() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(32, 5, generator=g)
+    thr = threat("linf", 0.1)
+    f = lambda xx: (xx**2).sum()  # noqa: E731
+    xa, v = batch_pgd(f, x, thr, steps=10)
+    assert bool(thr.contains(xa, x).all())
+    assert v <= float(f(x)) + 1e-6
+    assert v == pytest.approx(float(f(xa)), rel=1e-5)
+    ref = (x - 0.1).clamp(min=0)  # the exact minimiser in the box
+    assert torch.allclose(xa, ref, atol=1e-5)
+    xa0, v0 = batch_pgd(f, x, thr.with_eps(0.0), steps=10)
+    assert torch.equal(xa0, x) and v0 == pytest.approx(float(f(x)))
+
+
+# ------------------------------------------------------------------------------------------
+# Vulnerability on a tiny representation.
+
+
+class _Rep(nn.Module):
+    """A fixed 2-d linear representation of 6-d inputs in [0,1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(6, 2)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.tensor([[1.0, -1, 0.5, 0, 0.3, 0.2], [0.0, 0.5, -1, 1, 0.2, -0.4]]))
+            self.lin.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+def test_vulnerability_zero_at_eps0_and_grows_with_eps() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3000, 6, generator=g)
+    rep = _Rep()
+    kw = dict(estimator="infonce", critic="mlp", critic_kwargs={"hidden": 32, "embed": 8, "layers": 1}, n_critics=3,
+              steps=150, batch_size=64, lr=3e-3, attack_steps=5, eval_attack_steps=10, n_eval_batches=6, seed=0)
+    clean = estimate_mi(rep, x, **kw)
+    rv = {e: vulnerability(rep, x, threat("linf", e), num_classes=10, mi_clean=clean, **kw) for e in (0.0, 0.03, 0.1)}
+    assert rv[0.0].vulnerability.low <= 0 <= rv[0.0].vulnerability.high, rv[0.0].vulnerability
+    assert abs(rv[0.0].vulnerability.estimate) < 0.1
+    assert rv[0.03].vulnerability.estimate < rv[0.1].vulnerability.estimate
+    assert rv[0.1].vulnerability.low > 0
+    r = rv[0.1]
+    assert r.accuracy_bound.estimate == pytest.approx(accuracy_bound(r.mi_worst.estimate, 10))
+    assert r.accuracy_bound.low <= r.accuracy_bound.estimate <= r.accuracy_bound.high
+    d = r.to_dict()
+    assert {"mi_clean", "mi_worst", "vulnerability", "accuracy_bound"} <= set(d)
+
+
+# ------------------------------------------------------------------------------------------
+# Critics.
+
+
+def test_dim_critic_shapes_and_init() -> None:
+    c = create_critic("dim", (1, 28, 28), 64, hidden=32, width=8)
+    s = c(torch.rand(5, 1, 28, 28), torch.randn(5, 64))
+    assert s.shape == (49, 5, 5)  # 7x7 locations on MNIST
+    c3 = create_critic("dim", (3, 32, 32), 10, hidden=16, width=8)
+    assert c3(torch.rand(4, 3, 32, 32), torch.randn(4, 10)).shape == (64, 4, 4)
+    w = c.glob.shortcut.weight[:, :, 0, 0]
+    assert torch.allclose(torch.diagonal(w[:32, :32]), torch.ones(32))  # identity-initialised shortcut
+    assert float(w[:32, :32].fill_diagonal_(0).abs().max()) <= 0.01
+    with pytest.raises(InputError):
+        create_critic("dim", (10,), 4)
+
+
+@pytest.mark.parametrize("name", ["mlp", "concat"])
+def test_vector_critics_score_all_pairs(name: str) -> None:
+    c = create_critic(name, (3,), 2, hidden=8)
+    x, z = torch.randn(6, 3), torch.randn(6, 2)
+    s = c(x, z)
+    assert s.shape == (1, 6, 6)
+    # entry (i, j) equals the critic on the single pair (x_i, z_j)
+    for i, j in [(0, 0), (1, 4), (5, 2)]:
+        pair = c(torch.cat([x[i : i + 1], x[j : j + 1]]), torch.cat([z[j : j + 1], z[i : i + 1]]))
+        assert float(s[0, i, j]) == pytest.approx(float(pair[0, 0, 0]), abs=1e-5)
