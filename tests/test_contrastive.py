@@ -16,7 +16,13 @@ import torch
 
 import robrep
 from robrep.data import Augment, augment_preset
-from robrep.data.augment import brightness_contrast, gaussian_noise, random_flip, random_resized_crop, random_translate
+from robrep.data.augment import (
+    brightness_contrast,
+    gaussian_noise,
+    random_flip,
+    random_resized_crop,
+    random_translate,
+)
 from robrep.errors import InputError
 from robrep.objectives import StepContext, create_objective
 from robrep.objectives.contrastive import (

@@ -195,13 +195,12 @@ def test_sign_gaussian_closed_form(row: tuple[float, ...]) -> None:
     assert c.mi_clean == pytest.approx(math.log(2))
 
 
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-@pytest.mark.parametrize("row", [TABLE_13[1], TABLE_13[2], TABLE_13[4]])
+@pytest.mark.parametrize("norm,row", [("linf", TABLE_13[1]), ("linf", TABLE_13[2]), ("l2", TABLE_13[2]), ("l2", TABLE_13[4])])
 def test_batch_pgd_reproduces_sign_example(norm: str, row: tuple[float, ...]) -> None:
     """The inner optimizer (joint batch PGD on a smooth surrogate of the exact MI H(sign(U)))
     pushes the band U in [-eps', 0] across zero: the empirical P(Z'=1) and RV match 1.3."""
     m_s, e_s = row[0], row[1]
-    d, n, sigma = 4, 100_000, 0.05
+    d, n, sigma = 4, 40_000, 0.05
     g = torch.Generator().manual_seed(0)
     w = torch.tensor([1.0, -2.0, 0.5, 1.5], dtype=torch.float64)
     s = sigma * float(w.norm())
@@ -216,9 +215,9 @@ def test_batch_pgd_reproduces_sign_example(norm: str, row: tuple[float, ...]) ->
         return (xx - 0.5) @ w
 
     def surrogate(xx: torch.Tensor) -> torch.Tensor:  # h_b of the mean soft sign, smooth in x
-        return binary_entropy(torch.sigmoid(u_of(xx) / (0.02 * s)).mean())
+        return binary_entropy(torch.sigmoid(u_of(xx) / (0.25 * s)).mean())
 
-    xa, _ = batch_pgd(surrogate, x, thr, steps=30, step_size=thr.eps / 10)
+    xa, _ = batch_pgd(surrogate, x, thr, steps=15, step_size=thr.eps / 4)
     assert bool(thr.contains(xa, x).all())
     p = float((u_of(xa) > 0).double().mean())
     p = max(p, 1 - p)

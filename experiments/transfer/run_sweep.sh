@@ -3,6 +3,8 @@
 # -> MNIST and the bundled demo set, fixed-feature and full-network, 3 seeds.
 # Resumable: rerun at will; finished cells (one JSON each) are skipped.
 # Usage: bash experiments/transfer/run_sweep.sh [fixed|full|selfcheck|all]
+#   selfcheck: each source transferred (fixed, seed 0) back to Fashion-MNIST on its own 34 %
+#   training subset: should reproduce the source's own test accuracy.
 set -euo pipefail
 WHAT=${1:-all}
 SRC=${SRC:-artifacts/transfer/sources}
@@ -27,4 +29,7 @@ if [[ $WHAT == full || $WHAT == all ]]; then
   # 0.001 does not converge in 30 epochs of 10 steps), x0.1 every 10 epochs; small fractions only.
   sweep --targets mnist --fractions 0.01 --modes full --epochs 30 --lr 0.01 --out "$OUT"
   sweep --targets demo --fractions 0.1 --modes full --epochs 30 --lr 0.01 --out "$OUT"
+fi
+if [[ $WHAT == selfcheck || $WHAT == all ]]; then
+  sweep --targets fashion-mnist --fractions 0.34 --modes fixed --epochs 150 --seeds 0 --out artifacts/transfer/selfcheck
 fi

@@ -61,13 +61,14 @@ def summarize(d: dict[str, Any]) -> dict[str, Any]:
 
 def run_dataset(name: str, a: argparse.Namespace, out: Path, figs: Path | None) -> dict[str, Any]:
     std_name, rob_name = PAIRS[name]
-    zoo = Path(a.zoo)
-    models = {"standard": robrep.load(zoo / std_name / "model.safetensors"), "robust": robrep.load(zoo / rob_name / "model.safetensors")}
+    paths = {"standard": Path(a.zoo) / std_name / "model.safetensors",
+             "robust": Path(a.robust_zoo or a.zoo) / rob_name / "model.safetensors"}
+    models = {k: robrep.load(p) for k, p in paths.items()}
     data = robrep.load_dataset(name, "test")
     xs, ys = data.head(max(a.n, a.search_n)).tensors()
     x, y = xs[: a.n], ys[: a.n]
     out.mkdir(parents=True, exist_ok=True)
-    m: dict[str, Any] = {"dataset": name, "n": a.n, "models": {"standard": std_name, "robust": rob_name}}
+    m: dict[str, Any] = {"dataset": name, "n": a.n, "models": {k: str(p) for k, p in paths.items()}}
     with torch.no_grad():
         m["clean_accuracy"] = {k: float((md(xs).argmax(1) == ys).float().mean()) for k, md in models.items()}
 
@@ -87,31 +88,35 @@ def run_dataset(name: str, a: argparse.Namespace, out: Path, figs: Path | None) 
     m["baseline_noise_start"] = {"l2": ci(image_l2(noise, x)), "ssim": ci(ssim(noise.clamp(0, 1), x).double())}
 
     # 1b. inversion seeded from another image (the next one): does the result leave the seed?
-    other = x.roll(1, 0)
-    m["inversion_from_other_image"] = {}
+    xo = x[: a.n_other]
+    other = xo.roll(1, 0)
+    m["inversion_from_other_image"] = {"n": len(xo)}
     other_x = {}
     for k, md in models.items():
-        r = invert(md, x, start=other, steps=a.steps, step_size=a.step_size)
+        r = invert(md, xo, start=other, steps=a.steps, step_size=a.step_size)
         other_x[k] = r.x
-        m["inversion_from_other_image"][k] = {"rep_error": ci(r.rep_error.double()), "ssim_to_target": ci(ssim(r.x, x).double()),
+        m["inversion_from_other_image"][k] = {"rep_error": ci(r.rep_error.double()), "ssim_to_target": ci(ssim(r.x, xo).double()),
                                                "ssim_to_seed": ci(ssim(r.x, other).double())}
 
-    # 2. brittleness: x_source + delta (||delta||_2 <= eps) matching R(x_target)
-    m["brittleness"] = {"eps": a.brittle_eps}
+    # 2. brittleness: x_source + delta (||delta||_2 <= eps) matching R(x_target), for each eps
+    m["brittleness"] = {}
     br = {}
-    for k, md in models.items():
-        b = brittleness(md, x, x.roll(-1, 0), eps=a.brittle_eps, steps=a.brittle_steps, generator=torch.Generator().manual_seed(0))
-        br[k] = b
-        m["brittleness"][k] = {"rep_error_before": ci(b.rep_error_before.double()), "rep_error_after": ci(b.rep_error_after.double()),
-                               "dist_source": float(b.dist_source.max()), "ssim_adv_to_source": ci(ssim(b.x_adv, x).double())}
+    for eps in a.brittle_eps:
+        m["brittleness"][f"eps={eps:g}"] = {}
+        for k, md in models.items():
+            b = brittleness(md, x, x.roll(-1, 0), eps=eps, steps=a.brittle_steps, generator=torch.Generator().manual_seed(0))
+            br[k] = b  # the last (largest) eps is drawn
+            m["brittleness"][f"eps={eps:g}"][k] = {
+                "rep_error_before": ci(b.rep_error_before.double()), "rep_error_after": ci(b.rep_error_after.double()),
+                "dist_source_max": float(b.dist_source.max()), "ssim_adv_to_source": ci(ssim(b.x_adv, x).double())}
 
     k8 = slice(0, 8)
     grids = {
         "inversion.png": ([x[k8], inv["standard"]["x"][k8], inv["robust"]["x"][k8]], ["original", "standard", "robust"]),
-        "inversion_from_other.png": ([other[k8], x[k8], other_x["standard"][k8], other_x["robust"][k8]],
+        "inversion_from_other.png": ([other[k8], xo[k8], other_x["standard"][k8], other_x["robust"][k8]],
                                      ["seed", "target", "standard", "robust"]),
         "brittleness.png": ([x[k8], br["standard"].x_adv[k8], br["robust"].x_adv[k8], x.roll(-1, 0)[k8]],
-                            ["source", "std: src+delta", "rob: src+delta", "target rep. of"]),
+                            ["source", "std: src+delta", "rob: src+delta", "target"]),
     }
 
     # 3. feature visualization (fake ReLU) from noise, with top / bottom test images
@@ -162,6 +167,9 @@ def run_dataset(name: str, a: argparse.Namespace, out: Path, figs: Path | None) 
         with torch.no_grad():
             pred = md(xs).argmax(1)
         wrong = (pred != ys).nonzero().flatten()[:6]
+        if len(wrong) == 0:
+            m["misclassification"][k] = {"indices": []}
+            continue
         ex = explain_misclassification(md, xs[wrong], ys[wrong], k=3, steps=a.vis_steps, step_size=a.add_step_size)
         grids[f"misclassification_{k}.png"] = ([xs[wrong]] + [ex.x_pushed[:, j] for j in range(3)],
                                                ["input", "top-1 pushed", "top-2 pushed", "top-3 pushed"])
@@ -200,18 +208,21 @@ def main() -> None:
     p.add_argument("--search-n", type=int, default=2000)
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--step-size", type=float, default=0.1)
-    p.add_argument("--extra-step-sizes", default="0.03,0.3")
-    p.add_argument("--brittle-eps", type=float, default=2.0)
+    p.add_argument("--extra-step-sizes", default="0.3")
+    p.add_argument("--brittle-eps", default="1.5,3")
+    p.add_argument("--n-other", type=int, default=20, help="images inverted from another image's start")
     p.add_argument("--brittle-steps", type=int, default=200)
     p.add_argument("--vis-steps", type=int, default=200)
     p.add_argument("--add-steps", type=int, default=300)
     p.add_argument("--add-step-size", type=float, default=0.05)
     p.add_argument("--components", type=int, default=4)
     p.add_argument("--zoo", default=str(ZOO))
+    p.add_argument("--robust-zoo", default=None, help="folder of the PGD models if not --zoo (train_fallback.sh)")
     p.add_argument("--out", default="artifacts/visualization")
     p.add_argument("--figures", default=None)
     a = p.parse_args()
     a.step_sizes = [a.step_size] + [float(s) for s in a.extra_step_sizes.split(",") if s]
+    a.brittle_eps = [float(e) for e in a.brittle_eps.split(",")]
     torch.set_num_threads(1)
     for name in a.datasets.split(","):
         t0 = time.time()

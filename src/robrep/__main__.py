@@ -1,8 +1,7 @@
-"""``python -m robrep ...``: the same as the ``robrep`` command."""
+"""``python -m robrep ...`` is the ``robrep`` command (also usable with ``torchrun -m robrep``)."""
 
 import sys
 
 from .cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main())

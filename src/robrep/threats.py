@@ -23,7 +23,7 @@ import torch
 from ._registry import Registry
 from .errors import InputError
 
-__all__ = ["THREATS", "ThreatModel", "LinfBall", "L2Ball", "L1Ball", "threat", "list_threats", "project_l1_ball"]
+__all__ = ["THREATS", "ThreatModel", "LinfBall", "L2Ball", "L1Ball", "threat", "check_eps_units", "list_threats", "project_l1_ball"]
 
 
 def _bshape(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -196,6 +196,16 @@ class L1Ball(ThreatModel):
         sgn = torch.where(_rand((b, d), x, generator, "u") < 0.5, -1.0, 1.0).to(x.dtype)
         u = e[:, :d] / e.sum(1, keepdim=True) * sgn
         return (u * self.eps).view_as(x)
+
+
+def check_eps_units(norm: str, eps: float | None) -> None:
+    """Reject a user-given linf radius above 1 (the whole [0,1] box): almost always 8 meant 8/255.
+
+    The threat classes accept any eps >= 0 (eps >= 1 is a valid, if trivial, ball); this check is
+    for user entry points (the CLI, training configurations).
+    """
+    if norm == "linf" and eps is not None and isinstance(eps, (int, float)) and eps > 1:
+        raise InputError(f"linf eps is in [0,1] pixel units, got {eps:g}; did you mean {eps:g}/255 = {eps / 255:.4f}?")
 
 
 def threat(norm: str, eps: float, **kwargs: object) -> ThreatModel:

@@ -61,6 +61,15 @@ def _check_alpha(alpha: float) -> None:
         raise InputError(f"alpha must be in (0, 1), got {alpha}; the usual value is 0.001")
 
 
+def _check_n_alpha(n: int, alpha: float) -> None:
+    """Refuse an ``n`` so small that even n_A = n gives p_lower = alpha**(1/n) < 1/2 (always abstains)."""
+    _check_alpha(alpha)
+    if n >= 1 and alpha ** (1.0 / n) < 0.5:
+        need = math.ceil(math.log(alpha) / math.log(0.5) - 1e-9)
+        raise InputError(f"n={n} is too small for alpha={alpha:g}: even if all n samples agreed the lower bound would be "
+                         f"{alpha ** (1.0 / n):.3f} < 0.5, so every image abstains; use n >= {need} (typically 100000)")
+
+
 def clopper_pearson_lower(k: int, n: int, alpha: float) -> float:
     """One-sided (1 - alpha) Clopper-Pearson lower confidence bound of a binomial proportion.
 
@@ -288,7 +297,7 @@ def certify(model: nn.Module, x: torch.Tensor, sigma: float, n0: int = 100, n: i
         batch_size: noisy images per forward pass.
         generator: noise source (seeded for reproducibility).
     """
-    _check_alpha(alpha)
+    _check_n_alpha(n, alpha)
     sel = sample_counts(model, x, sigma, n0, batch_size=batch_size, generator=generator)
     c_a = int(sel.argmax())
     counts = sample_counts(model, x, sigma, n, num_classes=sel.numel(), batch_size=batch_size, generator=generator)
@@ -384,6 +393,7 @@ def certify_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: f
     """
     if order not in (0, 1):
         raise InputError(f"order must be 0 or 1, got {order}")
+    _check_n_alpha(n, alpha)
     if x.ndim != 4 or y.shape[:1] != x.shape[:1]:
         raise InputError(f"need x (N, C, H, W) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
     idxs = list(range(x.shape[0])) if indices is None else [int(i) for i in indices]

@@ -16,7 +16,7 @@ from ..errors import RobrepError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS = ["list_cmd", "train", "evaluate", "attack", "demo", "visualize_cmds", "certify", "transfer", "vulnerability"]
+COMMANDS = ["list_cmd", "train", "evaluate", "attack", "demo", "visualize_cmds", "certify", "transfer", "vulnerability", "synbench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from ..threats import check_eps_units
+
+        check_eps_units(getattr(args, "norm", "linf"), getattr(args, "eps", None))
         return int(args.func(args) or 0)
     except RobrepError as e:
         print(f"robrep: error: {e}", file=sys.stderr)

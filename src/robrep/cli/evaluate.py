@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     eps, norm = args.eps, args.norm
     if eps is None and meta.get("threat"):
         eps, norm = float(meta["threat"]["eps"]), meta["threat"]["norm"]
-    thr = threat(norm, eps) if eps is not None and eps > 0 else None
+    thr = threat(norm, eps) if eps is not None and eps != 0 else None  # threat() rejects eps < 0 and NaN
     kw: dict = {"restarts": args.restarts} if args.restarts != 1 else {}
     if args.steps is not None:
         kw["steps"] = args.steps

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         load_dataset(cfg.dataset, "test", root=cfg.data_root, download=True)
     res = train(cfg, out, resume=args.resume, show_progress=not args.quiet, log=log)
     last = res.history[-1] if res.history else {}
-    result = {"checkpoint": str(res.checkpoint), "out": str(out), "seconds": round(res.seconds, 2), **{k: v for k, v in last.items()}}
+    result = {"checkpoint": str(res.checkpoint), "out": str(out), **last, "seconds": round(res.seconds, 2)}
     summary = f"trained {cfg.model} on {cfg.dataset} ({cfg.objective}, {cfg.norm} eps={cfg.eps:g}) in {res.seconds:.0f}s -> {res.checkpoint}"
     if "test_clean_accuracy" in last:
         summary += f"\n  clean accuracy {last['test_clean_accuracy']:.4f}"

@@ -139,9 +139,16 @@ def _parse_sources(items: list[str]) -> list[Any]:
 
 
 def run_sweep_cmd(args: argparse.Namespace) -> int:
-    from ..runs import write_record
-    from ..transfer import best_vs_standard, load_records, plot_sweep, run_sweep, summarize, table_markdown
     from ..io.atomic import atomic_write_json, atomic_write_text
+    from ..runs import write_record
+    from ..transfer import (
+        best_vs_standard,
+        load_records,
+        plot_sweep,
+        run_sweep,
+        summarize,
+        table_markdown,
+    )
 
     if not args.out:
         raise InputError("transfer-sweep needs --out (the folder holding one JSON file per finished cell)")

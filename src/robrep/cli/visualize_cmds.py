@@ -177,8 +177,6 @@ def run_visualize(args: argparse.Namespace) -> int:
 
 
 def run_add_feature(args: argparse.Namespace) -> int:
-    import torch
-
     from ..report import amplify, save_image_grid
     from ..visualize import add_feature, top_activating
 
@@ -194,7 +192,6 @@ def run_add_feature(args: argparse.Namespace) -> int:
     result = {"component": args.component, "target_activation": target, "before": res.before.mean().item(),
               "after": res.after.mean().item(), "reached": (res.after >= target - 1e-6).float().mean().item(),
               "l2_change": res.dist.mean().item(), "grid": str(grid)}
-    _ = torch
     return _finish(args, out, result, f"feature {args.component}: {result['before']:.3f} -> {result['after']:.3f} (target {target:.3f}); grid {grid}")
 
 

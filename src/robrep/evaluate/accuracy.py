@@ -83,6 +83,7 @@ def evaluate(
     if isinstance(data, tuple):
         xs, ys = data
         check_images(xs, model)
+        _check_labels(xs, ys, model)
         if n is not None:
             xs, ys = xs[:n], ys[:n]
         batches = [(xs[i : i + batch_size], ys[i : i + batch_size]) for i in range(0, len(xs), batch_size)]
@@ -93,6 +94,9 @@ def evaluate(
     try:
         for xb, yb in progress(batches, desc="evaluate", enable=show_progress):
             xb, yb = xb.to(dev), yb.to(dev)
+            if not isinstance(data, tuple):  # data sets: same checks as tensors (channels, range, labels)
+                check_images(xb, model)
+                _check_labels(xb, yb, model)
             with torch.no_grad():
                 ok = model(xb).argmax(1) == yb
             correct.append(ok.cpu())
@@ -115,6 +119,18 @@ def evaluate(
         per_class_clean=pc, per_class_robust=pr, threat=threat.to_dict() if threat is not None else None,
         attack={"name": attack, **(attack_kwargs or {})} if threat is not None else None,
     )
+
+
+def _check_labels(x: torch.Tensor, y: torch.Tensor, model: nn.Module) -> None:
+    """Labels must be one integer per image, inside the model's classes (when it knows them)."""
+    if not isinstance(y, torch.Tensor) or y.ndim != 1 or y.is_floating_point():
+        raise InputError(f"labels must be a 1-D integer tensor, got {getattr(y, 'shape', type(y).__name__)}")
+    if len(y) != len(x):
+        raise InputError(f"{len(x)} images but {len(y)} labels; pass one label per image")
+    nc = getattr(model, "num_classes", None)
+    if isinstance(nc, int) and len(y) and (int(y.min()) < 0 or int(y.max()) >= nc):
+        raise InputError(f"labels must lie in the range [0, {nc - 1}] of the model's {nc} classes, got "
+                         f"[{int(y.min())}, {int(y.max())}]; is this the data set the model was trained on?")
 
 
 def robust_accuracy_curve(

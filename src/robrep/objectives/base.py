@@ -28,12 +28,20 @@ class StepContext:
         threat: the threat model at this step (eps may be ramped by a warm-up schedule).
         generator: random source for attack starts and noise (seeded per epoch).
         epoch: current epoch (0-based); step: optimizer steps taken so far.
+        attack_model: the model to run attacks (and other extra passes) on. Under distributed
+            training ``model`` is the DistributedDataParallel wrapper, which must see exactly one
+            forward per backward; attacks go through the unwrapped module given here.
     """
 
     threat: ThreatModel | None
     generator: torch.Generator | None
     epoch: int = 0
     step: int = 0
+    attack_model: nn.Module | None = None
+
+    def attacker(self, model: nn.Module) -> nn.Module:
+        """The module attacks should use (the unwrapped model under DDP)."""
+        return self.attack_model if self.attack_model is not None else model
 
 
 class Objective:

@@ -69,17 +69,21 @@ class MadryAT(Objective):
         if ctx.threat.eps == 0:
             return x
         alpha = self.step_size if self.step_size is not None else 2.5 * ctx.threat.eps / self.steps
-        with _InEval(model, self.attack_eval_mode):
-            r = pgd(model, x, y, ctx.threat, steps=self.steps, step_size=alpha, random_start=self.random_start,
+        am = ctx.attacker(model)
+        with _InEval(am, self.attack_eval_mode):
+            r = pgd(am, x, y, ctx.threat, steps=self.steps, step_size=alpha, random_start=self.random_start,
                     keep_best=False, generator=ctx.generator, check=False)
         return r.x_adv
 
     def loss(self, model, x, y, ctx):  # type: ignore[no-untyped-def]
         x_adv = self.adversarial(model, x, y, ctx)
-        out = model(x_adv)
-        loss = F.cross_entropy(out, y)
-        if self.mix > 0:
-            loss = (1 - self.mix) * loss + self.mix * F.cross_entropy(model(x), y)
+        if self.mix > 0:  # one forward per backward (DDP): clean and adversarial in one batch
+            out_all = model(torch.cat([x_adv, x]))
+            out = out_all[: len(x)]
+            loss = (1 - self.mix) * F.cross_entropy(out, y) + self.mix * F.cross_entropy(out_all[len(x) :], y)
+        else:
+            out = model(x_adv)
+            loss = F.cross_entropy(out, y)
         return loss, {"loss": loss.detach(), "adv_acc": _acc(out, y)}
 
     def config(self) -> dict[str, Any]:
@@ -101,8 +105,9 @@ class FastAT(MadryAT):
         if ctx.threat.eps == 0:
             return x
         alpha = self.step_size if self.step_size is not None else self.step_size_factor * ctx.threat.eps
-        with _InEval(model, self.attack_eval_mode):
-            r = pgd(model, x, y, ctx.threat, steps=1, step_size=alpha, random_start=True, keep_best=False,
+        am = ctx.attacker(model)
+        with _InEval(am, self.attack_eval_mode):
+            r = pgd(am, x, y, ctx.threat, steps=1, step_size=alpha, random_start=True, keep_best=False,
                     generator=ctx.generator, check=False)
         return r.x_adv
 
@@ -124,22 +129,23 @@ class Trades(Objective):
     def loss(self, model, x, y, ctx):  # type: ignore[no-untyped-def]
         assert ctx.threat is not None
         thr = ctx.threat
-        with _InEval(model, self.attack_eval_mode):
+        am = ctx.attacker(model)
+        with _InEval(am, self.attack_eval_mode):
             with torch.no_grad():
-                p_clean = F.softmax(model(x), 1)
+                p_clean = F.softmax(am(x), 1)
             if thr.eps > 0:
                 dev = ctx.generator.device if ctx.generator is not None else x.device
                 x_adv = thr.project(x + 0.001 * torch.randn(x.shape, generator=ctx.generator, device=dev).to(x.device), x)
                 alpha = self.step_size if self.step_size is not None else 2.5 * thr.eps / self.steps
                 for _ in range(self.steps):
                     x_adv.requires_grad_(True)
-                    kl = F.kl_div(F.log_softmax(model(x_adv), 1), p_clean, reduction="sum")
+                    kl = F.kl_div(F.log_softmax(am(x_adv), 1), p_clean, reduction="sum")
                     (g,) = torch.autograd.grad(kl, x_adv)
                     x_adv = thr.project(x_adv.detach() + thr.ascent(g, alpha), x)
             else:
                 x_adv = x
-        out = model(x)
-        out_adv = model(x_adv.detach())
+        out_all = model(torch.cat([x, x_adv.detach()]))  # one forward per backward (DDP)
+        out, out_adv = out_all[: len(x)], out_all[len(x) :]
         nat = F.cross_entropy(out, y)
         rob = F.kl_div(F.log_softmax(out_adv, 1), F.softmax(out, 1), reduction="batchmean")
         loss = nat + self.beta * rob

@@ -5,6 +5,12 @@ generators seeded by ``(seed, e)``, and the global torch RNG is re-seeded from `
 at the start of each epoch. A run resumed from the checkpoint of epoch ``e`` therefore ends
 with exactly the same weights as an uninterrupted run (on the same device and threads).
 
+Distributed data parallel: launched under ``torchrun`` (``WORLD_SIZE > 1``), each rank takes its
+slice of every global batch (``batch_size`` is the global batch), the model is wrapped in
+``DistributedDataParallel`` (gloo on CPU, nccl on CUDA), attacks run per rank on the unwrapped
+model (``StepContext.attack_model``), gradients of objective-owned modules are all-reduced, and
+rank 0 evaluates and writes checkpoints.
+
 Checkpoints: after each epoch, ``out/checkpoints/epoch-NNNN/`` is written to a temporary
 folder and renamed into place (atomic), holding ``model.safetensors`` (weights + spec +
 metadata), ``state.pt`` (optimizer, scheduler, objective modules; tensors only, loaded with
@@ -36,7 +42,7 @@ from ..models.checkpoint import read_meta
 from ..objectives import Objective, StepContext, create_objective
 from ..progress import progress
 from ..runs import write_record
-from ..threats import ThreatModel, threat
+from ..threats import ThreatModel, check_eps_units, threat
 
 __all__ = ["TrainConfig", "TrainResult", "train", "build_model_for", "find_latest_checkpoint"]
 
@@ -119,6 +125,7 @@ class TrainConfig:
         if not 0 <= self.eps_warmup <= 1:
             raise InputError(f"eps_warmup is a fraction of training in [0,1], got {self.eps_warmup}")
         threat(self.norm, self.eps)  # validates norm and eps
+        check_eps_units(self.norm, self.eps)
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,23 @@ def build_model_for(cfg: TrainConfig, data: ImageData) -> RobrepModel:
     info = data.info
     return create_model(cfg.model, num_classes=info.num_classes, input_shape=info.input_shape,
                         mean=info.mean, std=info.std, **cfg.model_kwargs)
+
+
+def _dist_setup(dev: torch.device) -> tuple[int, int, torch.device, bool]:
+    """(rank, world size, device, whether we initialised the process group)."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, dev, False
+    created = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        created = True
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    return dist.get_rank(), dist.get_world_size(), dev, created
 
 
 def _device(name: str) -> torch.device:
@@ -228,7 +252,10 @@ def train(
     """
     cfg.validate()
     out = Path(out)
-    dev = _device(cfg.device)
+    rank, world, dev, created_pg = _dist_setup(_device(cfg.device))
+    if cfg.batch_size % world:
+        raise InputError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
+    import torch.distributed as dist
     t0 = time.time()
     train_data = train_data if train_data is not None else load_dataset(cfg.dataset, "train", root=cfg.data_root)
     if cfg.train_fraction < 1 and hasattr(train_data, "fraction"):
@@ -243,13 +270,21 @@ def train(
         model = model.to(memory_format=torch.channels_last)
     obj = objective if objective is not None else create_objective(cfg.objective, **cfg.objective_kwargs)
     base_threat: ThreatModel | None = threat(cfg.norm, cfg.eps) if (obj.needs_threat or cfg.eps > 0) else None
-    if obj.needs_threat and base_threat is None:
-        raise InputError(f"objective {cfg.objective!r} needs a threat model: give --eps")
+    if obj.needs_threat and (base_threat is None or base_threat.eps <= 0):
+        raise InputError(f"objective {cfg.objective!r} needs a threat model: give --eps > 0")
     x0, _ = next(iter(train_data.batches(min(cfg.batch_size, len(train_data)))))
     obj.setup(model, x0.to(dev))
     extra = obj.extra_modules()
     if extra is not None:
         extra.to(dev)
+    train_model: nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        if extra is not None:  # same initial critic on every rank
+            for t in extra.state_dict().values():
+                dist.broadcast(t, 0)
     params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
     if cfg.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=False)
@@ -261,7 +296,10 @@ def train(
     use_amp = cfg.amp and dev.type == "cuda"
     history: list[dict[str, float]] = []
     start_epoch = 0
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RobrepError(f"cannot write in {out}: {e.strerror or e}; choose a writable --out folder") from e
 
     if resume:
         ck = find_latest_checkpoint(out)
@@ -285,14 +323,16 @@ def train(
             history = list(header.get("meta", {}).get("history", []))
             if log:
                 log(f"resuming from {ck} (epoch {start_epoch})")
-    atomic_write_json(out / "config.json", cfg.to_dict())
+    if rank == 0:
+        atomic_write_json(out / "config.json", cfg.to_dict())
+    per_rank = cfg.batch_size // world
 
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(_seed(cfg.seed, epoch, 1))
         data_gen = torch.Generator().manual_seed(_seed(cfg.seed, epoch, 2))
         atk_gen = torch.Generator(device=dev).manual_seed(_seed(cfg.seed, epoch, 3))
-        model.train()
+        train_model.train()
         if extra is not None:
             extra.train()
         sums: dict[str, float] = {}
@@ -300,27 +340,34 @@ def train(
         te = time.time()
         batches = train_data.batches(cfg.batch_size, shuffle=True, generator=data_gen, drop_last=len(train_data) > cfg.batch_size, device=dev)
         for xb, yb in progress(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, enable=show_progress):
+            if world > 1:
+                xb, yb = xb[rank * per_rank : (rank + 1) * per_rank], yb[rank * per_rank : (rank + 1) * per_rank]
             if cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             thr = base_threat
             if thr is not None and cfg.eps_warmup > 0:
                 thr = thr.with_eps(cfg.eps * min(1.0, (step + 1) / (cfg.eps_warmup * total)))
-            ctx = StepContext(thr, atk_gen, epoch, step)
+            ctx = StepContext(thr, atk_gen, epoch, step, attack_model=model if world > 1 else None)
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss, metrics = obj.loss(model, xb, yb, ctx)
+                loss, metrics = obj.loss(train_model, xb, yb, ctx)
             if not torch.isfinite(loss):
                 raise InputError(f"training diverged at epoch {epoch + 1} (loss {float(loss)}); lower --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if world > 1 and extra is not None:
+                for prm in extra.parameters():
+                    if prm.grad is not None:
+                        dist.all_reduce(prm.grad)
+                        prm.grad /= world
             opt.step()
             sched.step()
             step += 1
             count += 1
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + (v.item() if isinstance(v, torch.Tensor) else float(v))
-        rec: dict[str, float] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "seconds": time.time() - te}
+        rec: dict[str, float] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "epoch_seconds": time.time() - te}
         rec.update({f"train_{k}": v / max(count, 1) for k, v in sums.items()})
-        if test_data is not None and cfg.eval_n > 0 and obj.supervised:
+        if test_data is not None and cfg.eval_n > 0 and obj.supervised and rank == 0:
             thr_eval = base_threat if (base_threat is not None and base_threat.eps > 0 and cfg.eval_steps > 0) else None
             ev = evaluate(model, test_data, threat=thr_eval, attack="pgd", attack_kwargs={"steps": cfg.eval_steps},
                           n=cfg.eval_n, seed=cfg.seed, device=dev)
@@ -335,21 +382,31 @@ def train(
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch}
         if extra is not None:
             state["objective"] = extra.state_dict()
-        _save_epoch(out, epoch, model, meta, state, cfg.keep_checkpoints)
+        if rank == 0:
+            _save_epoch(out, epoch, model, meta, state, cfg.keep_checkpoints)
+        if world > 1:
+            dist.barrier()
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
             return TrainResult(model, out / "checkpoints", history, time.time() - t0)
 
     final_meta = {"config": cfg.to_dict(), "dataset": train_data.info.name, "objective": {"name": obj.name, **obj.config()},
                   "threat": base_threat.to_dict() if base_threat is not None else None, "epoch": cfg.epochs, "history": history}
-    path = save_model(out / "model.safetensors", model, final_meta)
-    if extra is not None:
-        from safetensors.torch import save_file
-
-        from ..io.atomic import atomic_path
-
-        with atomic_path(out / "objective.safetensors") as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in extra.state_dict().items()}, str(tmp),
-                      metadata={"objective": json.dumps({"name": obj.name, **obj.config()})})
+    path = out / "model.safetensors"
     seconds = time.time() - t0
-    write_record(out, "train", cfg.to_dict(), history[-1] if history else {}, history=history, seconds=seconds)
+    if rank == 0:
+        save_model(path, model, final_meta)
+        if extra is not None:
+            from safetensors.torch import save_file
+
+            from ..io.atomic import atomic_path
+
+            with atomic_path(out / "objective.safetensors") as tmp:
+                save_file({k: v.detach().cpu().contiguous() for k, v in extra.state_dict().items()}, str(tmp),
+                          metadata={"objective": json.dumps({"name": obj.name, **obj.config()})})
+        seconds = time.time() - t0
+        write_record(out, "train", cfg.to_dict(), history[-1] if history else {}, history=history, seconds=seconds, world_size=world)
+    if world > 1:
+        dist.barrier()
+        if created_pg:
+            dist.destroy_process_group()
     return TrainResult(model.eval(), path, history, seconds)

@@ -12,7 +12,19 @@ from .core import (
     trainable_parameters,
     transfer,
 )
-from .sweep import Cell, SourceSpec, best_vs_standard, cell_id, load_records, load_source, plot_sweep, run_sweep, source_threat, summarize, table_markdown
+from .sweep import (
+    Cell,
+    SourceSpec,
+    best_vs_standard,
+    cell_id,
+    load_records,
+    load_source,
+    plot_sweep,
+    run_sweep,
+    source_threat,
+    summarize,
+    table_markdown,
+)
 
 __all__ = [
     "MODES",

@@ -157,20 +157,21 @@ def run_sweep(
         raise InputError(f"source names must be unique, got {names}")
     data_cache: dict[tuple[str, str], ImageData] = {}
     records: list[dict[str, Any]] = []
-    for src in sources:
-        model: RobrepModel | None = None
-        meta: dict[str, Any] = {}
+    loaded: dict[str, tuple[RobrepModel, dict[str, Any]]] = {}
 
-        def get_model() -> tuple[RobrepModel, dict[str, Any]]:
-            nonlocal model, meta
-            if model is None:
-                model, meta = load_source(src.path, trust=trust, device=device)
-            return model, meta
+    def get_model(spec: SourceSpec) -> tuple[RobrepModel, dict[str, Any]]:
+        """Load a source lazily (only when one of its cells is not finished), one at a time."""
+        if spec.name not in loaded:
+            loaded.clear()
+            loaded[spec.name] = load_source(spec.path, trust=trust, device=device)
+        return loaded[spec.name]
+
+    for src in sources:
 
         if source_eval:
             sp = out / "sources" / f"{src.name}.json"
             if not sp.is_file():
-                m, mt = get_model()
+                m, mt = get_model(src)
                 ds = mt.get("dataset")
                 rec: dict[str, Any] = {"source": to_jsonable(src), "dataset": ds}
                 if ds:
@@ -200,7 +201,7 @@ def run_sweep(
                                 if log:
                                     log(f"skip {cell_id(cell)} (done)")
                                 continue
-                            m, _ = get_model()
+                            m, _ = get_model(src)
                             tr = _load_split(target, "train", data_root, data_cache)
                             te = _load_split(target, "test", data_root, data_cache)
                             res_ = transfer(m, tr, te, cfg)

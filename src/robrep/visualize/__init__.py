@@ -19,13 +19,20 @@ from .operations import (
     explain_misclassification,
     feature_addition_loss,
     interpolate,
+    inversion_loss,
     invert,
     invert_representation,
-    inversion_loss,
     top_activating,
     visualize_features,
 )
-from .optimize import PAPER_NOISE_STD, FakeReLU, OptimizationResult, as_representation, noise_seed, optimize_inputs
+from .optimize import (
+    PAPER_NOISE_STD,
+    FakeReLU,
+    OptimizationResult,
+    as_representation,
+    noise_seed,
+    optimize_inputs,
+)
 from .saliency import SALIENCY, SaliencyResult, input_gradient, saliency, saliency_image, smoothgrad
 
 __all__ = [

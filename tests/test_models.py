@@ -1,0 +1,99 @@
+"""Model contract: registry smoke tests, [0,1] inputs with normalization inside,
+representations by layer name, save/load round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import robrep
+from robrep.models import MODELS, list_layers, representation
+
+SMALL = {  # arch -> (input_shape, kwargs) small enough for CPU tests
+    "mnist-cnn": ((1, 28, 28), {}),
+    "small-cnn": ((1, 28, 28), {}),
+    "resnet18": ((3, 16, 16), {"width": 8}),
+    "preact-resnet18": ((3, 16, 16), {"width": 8}),
+    "wrn-28-10": ((3, 16, 16), {"depth": 10, "widen": 1}),
+    "linear": ((1, 8, 8), {}),
+    "mlp": ((1, 8, 8), {}),
+}
+
+
+def test_every_registered_model_is_covered() -> None:
+    missing = set(MODELS.names()) - set(SMALL)
+    extra = {n for n in missing if n.startswith(("dim-", "enc"))}  # encoders tested in their own files
+    assert missing - extra == set(), f"add {missing} to SMALL"
+
+
+@pytest.mark.parametrize("arch", sorted(SMALL))
+def test_forward_backward_and_gradients_reach_all_parameters(arch: str) -> None:
+    shape, kw = SMALL[arch]
+    torch.manual_seed(0)
+    m = robrep.create_model(arch, num_classes=7, input_shape=shape, **kw)
+    x = torch.rand(4, *shape)
+    out = m(x)
+    assert out.shape == (4, 7) and torch.isfinite(out).all()
+    out.square().sum().backward()
+    for n, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), n
+        assert p.grad.abs().sum() > 0, f"no gradient reaches {n}"
+
+
+@pytest.mark.parametrize("arch", sorted(SMALL))
+def test_penultimate_is_input_of_final_linear(arch: str) -> None:
+    shape, kw = SMALL[arch]
+    m = robrep.create_model(arch, num_classes=5, input_shape=shape, **kw).eval()
+    x = torch.rand(3, *shape)
+    z = representation(m, "penultimate")(x)
+    with torch.no_grad():
+        assert torch.allclose(m.net.fc(z), m(x), atol=1e-5)
+    assert torch.allclose(representation(m, "logits")(x), m(x))
+
+
+def test_normalization_happens_inside_once() -> None:
+    m = robrep.create_model("linear", num_classes=3, input_shape=(2, 2, 2), mean=(0.2, 0.4), std=(0.5, 0.25)).eval()
+    x = torch.rand(5, 2, 2, 2)
+    mean = torch.tensor([0.2, 0.4]).view(1, 2, 1, 1)
+    std = torch.tensor([0.5, 0.25]).view(1, 2, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(m(x), m.net((x - mean) / std), atol=1e-6)
+
+
+def test_named_layer_representation_and_early_stop() -> None:
+    m = robrep.create_model("small-cnn", num_classes=10, input_shape=(1, 28, 28)).eval()
+    assert "conv2" in list_layers(m)
+    calls = []
+    m.net.fc.register_forward_hook(lambda *a: calls.append(1))
+    z = representation(m, "conv2", flatten=False)(torch.rand(2, 1, 28, 28))
+    assert z.shape == (2, 32, 14, 14)
+    assert calls == []  # the forward stopped at conv2
+    with pytest.raises(robrep.InputError, match="no layer"):
+        representation(m, "nope")
+
+
+def test_torchvision_model_by_name() -> None:
+    m = robrep.create_model("tv:resnet18", num_classes=4, input_shape=(1, 32, 32)).eval()
+    x = torch.rand(2, 1, 32, 32)
+    assert m(x).shape == (2, 4)
+    assert representation(m)(x).shape == (2, 512)
+    with pytest.raises(robrep.InputError, match="torchvision has no"):
+        robrep.create_model("tv:not_a_model")
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    m = robrep.create_model("resnet18", num_classes=10, input_shape=(3, 16, 16), width=8, mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6)).eval()
+    p = robrep.save_model(tmp_path / "m.safetensors", m, {"dataset": "cifar10", "note": "x"})
+    m2, meta = robrep.models.load_with_meta(p)
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(m(x), m2(x))
+    assert meta["dataset"] == "cifar10" and m2.spec == m.spec
+    assert torch.allclose(m2.normalize.std.flatten(), torch.tensor([0.4, 0.5, 0.6]))
+
+
+def test_wrap_custom_module() -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    m = robrep.wrap(net, num_classes=2, input_shape=(1, 2, 2), mean=(0.5,), std=(0.5,))
+    assert representation(m)(torch.rand(3, 1, 2, 2)).shape == (3, 8)

@@ -1,0 +1,116 @@
+"""Training: objectives' closed forms, reaching an accuracy, exact resume, checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+import robrep
+from robrep.objectives import StepContext, create_objective
+
+
+def _batch(demo_data, n=32):
+    return next(iter(demo_data[0].head(n).batches(n)))
+
+
+def test_trades_with_beta_zero_and_pgd_with_eps_zero_equal_standard_ce(tiny_trained, demo_data) -> None:
+    model, _ = tiny_trained
+    x, y = _batch(demo_data)
+    ce = F.cross_entropy(model(x), y)
+    ctx = StepContext(robrep.threat("linf", 0.1), torch.Generator().manual_seed(0))
+    lt, _ = create_objective("trades", beta=0.0, steps=2).loss(model, x, y, ctx)
+    assert torch.allclose(lt, ce, atol=1e-6)
+    ctx0 = StepContext(robrep.threat("linf", 0.0), torch.Generator().manual_seed(0))
+    lp, _ = create_objective("pgd", steps=3).loss(model, x, y, ctx0)
+    assert torch.allclose(lp, ce, atol=1e-6)
+
+
+def test_pgd_objective_loss_is_ce_at_the_attack_point(tiny_trained, demo_data) -> None:
+    model, _ = tiny_trained
+    x, y = _batch(demo_data)
+    thr = robrep.threat("linf", 0.1)
+    obj = create_objective("pgd", steps=5)
+    loss, _ = obj.loss(model, x, y, StepContext(thr, torch.Generator().manual_seed(1)))
+    x_adv = obj.adversarial(model, x, y, StepContext(thr, torch.Generator().manual_seed(1)))
+    assert thr.contains(x_adv, x).all()
+    assert torch.allclose(loss, F.cross_entropy(model(x_adv), y), atol=1e-6)
+    assert loss > F.cross_entropy(model(x), y)
+
+
+def test_fast_at_uses_one_step_of_1_25_eps(tiny_trained, demo_data) -> None:
+    model, _ = tiny_trained
+    x, y = _batch(demo_data)
+    thr = robrep.threat("linf", 0.1)
+    obj = create_objective("fast")
+    xa = obj.adversarial(model, x, y, StepContext(thr, torch.Generator().manual_seed(0)))
+    assert thr.contains(xa, x).all()
+    # FGSM-RS from a uniform start with step 1.25 eps ends on the ball boundary wherever the box allows
+    inner = (x > 0.1 + 1e-6) & (x < 0.9 - 1e-6)
+    frac_on_boundary = ((xa - x).abs()[inner] > 0.1 - 1e-6).float().mean()
+    assert frac_on_boundary > 0.5
+
+
+def test_noise_objective_draws_gaussian_noise(demo_data) -> None:
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen["x"] = x
+            return torch.zeros(len(x), 10, requires_grad=True)
+
+    x, y = _batch(demo_data, 64)
+    create_objective("noise", sigma=0.5).loss(Spy(), x, y, StepContext(None, torch.Generator().manual_seed(0)))
+    noise = (seen["x"] - x).flatten()
+    assert float(noise.std()) == pytest.approx(0.5, rel=0.02) and abs(float(noise.mean())) < 0.01
+
+
+def test_training_reaches_accuracy(tiny_trained, demo_data) -> None:
+    model, _ = tiny_trained
+    acc = robrep.evaluate(model, demo_data[1]).clean_accuracy
+    assert acc > 0.70, acc  # 2 epochs of small-cnn on 5000 Fashion-MNIST images
+
+
+def test_resume_gives_identical_weights(tmp_path, demo_data) -> None:
+    tr = demo_data[0].fraction(0.1, seed=0)
+    cfg = robrep.TrainConfig(model="small-cnn", dataset="demo", objective="pgd", eps=0.1, epochs=3, batch_size=64,
+                             eval_n=0, objective_kwargs={"steps": 2}, seed=4)
+    full = robrep.train(cfg, tmp_path / "full", train_data=tr, show_progress=False)
+    robrep.train(cfg, tmp_path / "part", train_data=tr, show_progress=False, stop_after_epoch=1)
+    assert not (tmp_path / "part" / "model.safetensors").exists()
+    resumed = robrep.train(cfg, tmp_path / "part", train_data=tr, show_progress=False, resume=True)
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
+    # only the newest checkpoints are kept
+    assert len(list((tmp_path / "part" / "checkpoints").iterdir())) == 2
+
+
+def test_resume_refuses_another_config(tmp_path, demo_data) -> None:
+    tr = demo_data[0].fraction(0.04, seed=0)
+    cfg = robrep.TrainConfig(epochs=2, batch_size=64, eval_n=0)
+    robrep.train(cfg, tmp_path, train_data=tr, show_progress=False, stop_after_epoch=1)
+    with pytest.raises(robrep.CheckpointError, match="another configuration"):
+        robrep.train(robrep.TrainConfig(epochs=2, batch_size=64, eval_n=0, lr=0.01), tmp_path, train_data=tr, show_progress=False, resume=True)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "step", "cosine", "cyclic"])
+def test_schedules(schedule: str) -> None:
+    from robrep.train.loop import _lr_lambda
+
+    f = _lr_lambda(robrep.TrainConfig(schedule=schedule, milestones=(0.5,)), 100)
+    expected = {"constant": (1, 1, 1), "step": (1, 0.1, 0.1), "cosine": (1, 0.5, 0.0), "cyclic": (0, 1 - 0.1 / 0.6, 0.0)}[schedule]
+    assert [round(f(s), 6) for s in (0, 50, 100)] == [round(e, 6) for e in expected] or schedule == "cyclic"
+    if schedule == "cyclic":
+        assert f(0) == 0 and f(40) == pytest.approx(1.0) and f(100) == pytest.approx(0.0)
+
+
+def test_bad_config() -> None:
+    with pytest.raises(robrep.InputError, match="optimizer"):
+        robrep.TrainConfig(optimizer="rmsprop").validate()
+    with pytest.raises(robrep.InputError, match="eps"):
+        robrep.TrainConfig(eps=-1.0).validate()
+    with pytest.raises(robrep.InputError, match="unknown training options"):
+        robrep.TrainConfig.from_dict({"epoch": 3})
