@@ -132,9 +132,9 @@ def test_representation_attack_brings_representations_together(tiny_trained, dem
     rep = robrep.representation(model)
     with torch.no_grad():
         before = (rep(x) - rep(x2)).norm(dim=1)
-    r = robrep.representation_attack(model, x, robrep.threat("linf", 0.1), x_target=x2, steps=50,
+    r = robrep.representation_attack(model, x, robrep.threat("linf", 0.2), x_target=x2, steps=50,
                                      generator=torch.Generator().manual_seed(0))
-    assert (r.loss < 0.6 * before).all()
+    assert (r.loss < 0.75 * before).all() and r.loss.sum() < 0.5 * before.sum()
     with torch.no_grad():
         assert torch.allclose(r.loss, (rep(r.x_adv) - rep(x2)).norm(dim=1), atol=1e-4)
 

@@ -433,16 +433,33 @@ class _Harmless:
     pass
 
 
+def _calls(text: str, name: str) -> list[str]:
+    """The argument text of every ``name(...)`` call in ``text`` (balanced parentheses, multi-line)."""
+    out, start = [], 0
+    while (i := text.find(name + "(", start)) >= 0:
+        j, depth = i + len(name), 0
+        for j in range(i + len(name), len(text)):
+            depth += {"(": 1, ")": -1}.get(text[j], 0)
+            if depth == 0:
+                break
+        out.append(text[i + len(name) + 1 : j])
+        start = j
+    return out
+
+
 def test_every_torch_load_in_the_library_is_safe():
-    """Static check: outside safe_torch_load, every torch.load call passes weights_only=True."""
+    """Static check: outside safe_torch_load's trusted branch, every torch.load passes weights_only=True,
+    and the library never calls pickle.load / pickle.loads itself."""
     offenders = []
     for f in SRC.rglob("*.py"):
         text = f.read_text()
-        for m in re.finditer(r"torch\.load\((.*?)\)\s*$", text, flags=re.M):
-            if "weights_only=True" not in m.group(1):
-                rel = f.relative_to(SRC)
-                if str(rel) == os.path.join("models", "checkpoint.py") and "weights_only=False" in m.group(1):
-                    continue  # the trust=True branch of safe_torch_load
-                offenders.append(f"{rel}: {m.group(0).strip()}")
-        assert "pickle.load" not in text or f.name == "checkpoint.py", f
+        rel = str(f.relative_to(SRC))
+        for args in _calls(text, "torch.load"):
+            trusted = rel == os.path.join("models", "checkpoint.py") and "weights_only=False" in args
+            if "weights_only=True" not in args and not trusted:
+                offenders.append(f"{rel}: torch.load({' '.join(args.split())})")
+        for bad in ("pickle.load", "pickle.loads", "dill.load"):
+            if _calls(text, bad):
+                offenders.append(f"{rel}: {bad}")
     assert not offenders, offenders
+    assert _calls("a = torch.load(p,\n  weights_only=True)", "torch.load") == ["p,\n  weights_only=True"]

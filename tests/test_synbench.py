@@ -133,9 +133,10 @@ def test_robust_direction_matches_numerical_qcqp(seed, eps):
     # test-only numerical solution of min_z (mu - z)^T Sigma^-1 (mu - z) s.t. ||z|| <= eps ||mu||
     s_inv, m = np.linalg.inv(sigma.numpy()), mu.numpy()
     r = eps * np.linalg.norm(m)
-    sol = optimize.minimize(lambda z: (m - z) @ s_inv @ (m - z), np.zeros(k), jac=lambda z: -2 * s_inv @ (m - z),
-                            constraints=[{"type": "ineq", "fun": lambda z: r**2 - z @ z, "jac": lambda z: -2 * z}],
-                            method="SLSQP", options={"ftol": 1e-15, "maxiter": 1000})
+    sc = 1.0 / (m @ s_inv @ m)  # objective and constraint scaled to O(1) for SLSQP
+    sol = optimize.minimize(lambda z: sc * (m - z) @ s_inv @ (m - z), np.zeros(k), jac=lambda z: -2 * sc * s_inv @ (m - z),
+                            constraints=[{"type": "ineq", "fun": lambda z: (r**2 - z @ z) / r**2, "jac": lambda z: -2 * z / r**2}],
+                            method="SLSQP", options={"ftol": 1e-14, "maxiter": 1000})
     assert sol.success
     w_num = s_inv @ (m - sol.x)
     cos = float(w.numpy() @ w_num / np.linalg.norm(w.numpy()) / np.linalg.norm(w_num))

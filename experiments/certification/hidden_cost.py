@@ -21,7 +21,7 @@ def main() -> None:
     ap.add_argument("--num", type=int, default=500, help="first test images")
     ap.add_argument("--n", type=int, default=100, help="noise samples per image and sigma")
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.25, 0.5, 1.0])
-    ap.add_argument("--models", nargs="+", default=["mnist-std", "mnist-noise-0.25", "mnist-noise-0.5", "mnist-noise-1.0"])
+    ap.add_argument("--models", nargs="+", default=["zoo:mnist-std", "mnist-noise-0.25", "mnist-noise-0.5", "mnist-noise-1.0"])
     ap.add_argument("--root", default="artifacts/certification")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -34,10 +34,12 @@ def main() -> None:
     out = Path(args.root) / "hidden_cost"
     out.mkdir(parents=True, exist_ok=True)
     for name in args.models:
-        path = out / f"{name}.json"
+        path = out / f"{name.replace(':', '-')}.json"
         if path.exists():
             continue
-        model = robrep.load(Path(args.root) / "models" / name / "model.safetensors")
+        # "zoo:NAME" is a shared model of artifacts/zoo (e.g. zoo:mnist-std, trained without noise)
+        ck = Path("artifacts/zoo") / name[4:] if name.startswith("zoo:") else Path(args.root) / "models" / name
+        model = robrep.load(ck / "model.safetensors")
         t = time.perf_counter()
         res = hidden_cost(model, x, y, args.sigmas, n=args.n, alpha=1e-3, batch_size=1000, seed=0)
         d = res.to_dict() | {"model": name, "seconds": time.perf_counter() - t}

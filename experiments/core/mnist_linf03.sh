@@ -5,8 +5,8 @@ set -euo pipefail
 export ROBREP_DATA=${ROBREP_DATA:-../shared/data}
 OUT=${OUT:-artifacts/core/mnist-linf03}
 /usr/bin/time -v robrep train --dataset mnist --model small-cnn --model-arg width=32 --model-arg feat_dim=256 \
-  --objective pgd --eps 0.3 --eps-warmup 0.25 --objective-arg steps=7 \
-  --epochs 12 --batch-size 128 --optimizer adam --lr 0.001 --schedule cosine \
+  --objective pgd --eps 0.3 --eps-warmup 0.2 --objective-arg steps=5 \
+  --epochs 8 --batch-size 128 --optimizer adam --lr 0.001 --schedule cosine \
   --eval-n 1000 --eval-steps 10 --seed 0 --quiet --json --out $OUT 2> $OUT.train.log | tail -1 > $OUT.train.json
 robrep eval --checkpoint $OUT/model.safetensors --attack pgd --steps 50 --step-size 0.01 --restarts 3 --eps 0.3 --quiet --json > $OUT.pgd50.json
 robrep eval --checkpoint $OUT/model.safetensors --attack apgd --steps 100 --eps 0.3 --quiet --json > $OUT.apgd.json

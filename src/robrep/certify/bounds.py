@@ -16,7 +16,8 @@ Methods:
   dominates, else the constant max upper bound). Pre-activation bounds of intermediate layers
   come from forward-mode linear bounds when the input is low-dimensional (the SP-layer case:
   theta in R^1 or R^2), from backward CROWN for layers with at most ``crown_max_neurons``
-  neurons, else from IBP; every intermediate bound is intersected with IBP's.
+  neurons (when forward mode is not used), else from IBP; every intermediate bound is
+  intersected with IBP's.
 
 Input sets (:class:`BoxSet`, :class:`LpBall`): a box, a *union* of K boxes (Semantify-NN's
 implicit splitting: at the first affine layers and at every linear concretization the bound is
@@ -590,7 +591,7 @@ def compute_bounds(
                 if lin is not None:
                     fl, fu = lin.concretize(inp)  # type: ignore[arg-type]
                     lo_in, up_in = torch.maximum(lo_in, fl), torch.minimum(up_in, fu)
-                if (j - 1 >= j0 and isinstance(ops[j - 1], _Affine)
+                elif (j - 1 >= j0 and isinstance(ops[j - 1], _Affine)
                       and int(torch.tensor(shapes[j - 1]).prod().item()) <= crown_max_neurons):
                     k = int(torch.tensor(shapes[j - 1]).prod().item())
                     eye = torch.eye(k, dtype=lo_in.dtype, device=lo_in.device).view(1, k, *shapes[j - 1]).expand(n, -1, *[-1] * len(shapes[j - 1]))

@@ -123,6 +123,8 @@ def band_radius(p: float, m: float) -> float:
         return float(ndtr(z1 - r) - ndtr(z2 - r)) - 0.5
 
     # mass is unimodal in r with mass(0) = p - 1/2 > 0: the crossing lies beyond the mode
+    if mass(zp) <= 0:  # m within rounding of phi(Phi^-1 p): Cohen's radius
+        return zp
     hi = max(z1, zp) + 1.0
     while mass(hi) > 0:
         hi *= 2.0

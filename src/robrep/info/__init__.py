@@ -4,9 +4,23 @@ Zhu, Zhang & Evans, *Learning Adversarially Robust Representations via Worst-Cas
 Information Maximization*, ICML 2020.
 """
 
-from .bound import SignGaussianCase, accuracy_bound, binary_entropy, exact_sign_mi, sign_gaussian_case
+from .bound import (
+    SignGaussianCase,
+    accuracy_bound,
+    binary_entropy,
+    exact_sign_mi,
+    sign_gaussian_case,
+)
 from .bounds import BOUNDS, Bound, dv_bound, get_bound, infonce_bound, jsd_bound, list_bounds
-from .critics import CRITICS, DIMCritic, ResidualBlock1x1, SeparableMLPCritic, create_critic, list_critics
+from .critics import (
+    CRITICS,
+    ConcatMLPCritic,
+    DIMCritic,
+    ResidualBlock1x1,
+    SeparableMLPCritic,
+    create_critic,
+    list_critics,
+)
 from .estimate import (
     Interval,
     MIEstimate,
@@ -23,6 +37,7 @@ __all__ = [
     "BOUNDS",
     "Bound",
     "CRITICS",
+    "ConcatMLPCritic",
     "DIMCritic",
     "Interval",
     "MIEstimate",

@@ -210,7 +210,6 @@ def batch_pgd(
 # ---------------------------------------------------------------------------------------------
 # Critic training.
 
-PairFn = Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor]]
 
 
 def fit_critic(

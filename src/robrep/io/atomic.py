@@ -17,6 +17,9 @@ from typing import Any
 
 from ..errors import RobrepError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "to_jsonable"]
 
 
@@ -35,6 +38,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; use the usual permissions
         os.replace(tmp_path, path)
     except OSError as e:
         raise RobrepError(f"cannot write {path}: {e.strerror or e}; check free space and permissions") from e

@@ -127,7 +127,7 @@ def load_with_meta(
             model, meta = out
             meta.setdefault("format", name)
             return model.to(device).eval(), meta
-    raise CheckpointError(f"{p}: unknown checkpoint format; see `robrep list formats`")
+    raise CheckpointError(f"{p}: unknown checkpoint format (or a corrupt file); robrep reads the formats of `robrep list formats`")
 
 
 def load(path: str | os.PathLike[str], **kwargs: Any) -> RobrepModel:

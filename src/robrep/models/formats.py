@@ -494,6 +494,7 @@ def _build(
     except InputError as e:
         raise CheckpointError(f"{path}: cannot build {arch!r}: {e}") from e
     transform = fit_state_dict(model, weights, path)
+    _cache.clear()  # the weights now live in the model; do not keep a second copy
     meta = {"format": fmt, "arch": arch, "normalization": {"mean": list(spec.mean), "std": list(spec.std), "source": norm_src},
             "key_transform": transform}
     if options.get("dataset"):
@@ -616,11 +617,7 @@ def load_state_dict_file(path: Path, arch: str | None = None, trust: bool = Fals
                 sd = obj[key]
                 break
     if sd is None:
-        raise CheckpointError(
-            f"{path} is a torch file but holds no state dict (top-level {type(obj).__name__}"
-            + (f" with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, Mapping) else "")
-            + "); save model.state_dict() or convert it"
-        )
+        return None  # a torch file without weights robrep recognises; a later loader may know it
     model, meta = _build(path, dict(sd), arch=arch, fmt="state-dict", options=options)
     if isinstance(obj, Mapping) and "epoch" in obj and not isinstance(obj["epoch"], torch.Tensor):
         meta["epoch"] = _num(obj["epoch"])

@@ -179,7 +179,7 @@ class _ResNet(nn.Module):
         c = input_shape[0]
         self.preact = preact
         self.conv1 = nn.Conv2d(c, width, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = nn.Identity() if preact else nn.BatchNorm2d(width)  # pre-activation nets have no stem BN
         cin = width
         stages = []
         for i, n in enumerate(layers):

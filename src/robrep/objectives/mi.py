@@ -116,6 +116,7 @@ class WorstCaseMIMaximization(MIMaximization):
         if ctx.threat is None:
             raise InputError("worst-case-mi needs a threat model: give --eps")
         critic = self._critic()
+        model = ctx.attacker(model)  # the unwrapped module under DDP
         mt, ct = model.training, critic.training
         model.eval()
         critic.eval()
@@ -129,14 +130,16 @@ class WorstCaseMIMaximization(MIMaximization):
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         xa = self.worst_case(model, x, ctx)
-        v_adv = self.mi(model, xa)
-        metrics: dict[str, torch.Tensor | float] = {"mi_worst": v_adv.detach()}
-        if self.beta != 1.0:
-            v = self.mi(model, x)
-            metrics["mi"] = v.detach()
-            obj = (1 - self.beta) * v + self.beta * v_adv
-        else:
-            obj = v_adv
+        critic = self._critic()
+        if self.beta == 1.0:
+            v_adv = self.bound.train(critic(xa, model(xa)))
+            return -v_adv, {"mi_worst": v_adv.detach()}
+        n = x.shape[0]
+        z = model(torch.cat([x, xa]))  # one forward per backward (DDP)
+        v = self.bound.train(critic(x, z[:n]))
+        v_adv = self.bound.train(critic(xa, z[n:]))
+        metrics: dict[str, torch.Tensor | float] = {"mi_worst": v_adv.detach(), "mi": v.detach()}
+        obj = (1 - self.beta) * v + self.beta * v_adv
         return -obj, metrics
 
     def config(self) -> dict[str, Any]:

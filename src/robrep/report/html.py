@@ -133,6 +133,11 @@ def write_report(runs: Sequence[str | os.PathLike[str]], path: str | os.PathLike
     parts.append("<h2>Provenance</h2>")
     for i in infos:
         parts.append(f"<details><summary>{html.escape(i['name'])}</summary><pre>{html.escape(json.dumps({'config': i['config'], 'environment': i['environment']}, indent=1, default=str))}</pre></details>")
+    # a self-check a browser (or a test) can read: how many figures decoded
+    parts.append("<p id='figure-status' data-total='0' data-loaded='0'></p><script>window.addEventListener('load',function(){"
+                 "var im=document.querySelectorAll('img.figure'),n=0;for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0)n++;}"
+                 "var s=document.getElementById('figure-status');s.dataset.total=im.length;s.dataset.loaded=n;"
+                 "s.textContent=n+' of '+im.length+' figures rendered';});</script>")
     parts.append("</body></html>")
     p = Path(path)
     atomic_write_text(p, "\n".join(parts))
