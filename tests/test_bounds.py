@@ -21,7 +21,7 @@ def _sample_box(lo: torch.Tensor, up: torch.Tensor, k: int, g: torch.Generator) 
 
 
 def _net(seed: int) -> nn.Sequential:
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # input (N, 2, 8, 8)
     bn = nn.BatchNorm2d(4)
     net = nn.Sequential(
         nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1),  # overlapping, padded
@@ -83,13 +83,13 @@ def test_relu_one_neuron_closed_form() -> None:
 def test_bounds_are_sound_on_samples(seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     net = _net(seed)
-    x = torch.rand(3, 2, 6, 6, generator=g)
+    x = torch.rand(3, 2, 8, 8, generator=g)
     eps = 0.05
     inp = box(x - eps, x + eps)
     spec = margin_spec(5, torch.tensor([0, 3, 4]))
     xs = _sample_box(x - eps, x + eps, 1000, g)
     with torch.no_grad():
-        out = net(xs.reshape(-1, 2, 6, 6)).view(3, 1000, 5)
+        out = net(xs.reshape(-1, 2, 8, 8)).view(3, 1000, 5)
     val = torch.einsum("nso,nko->nks", spec, out)
     for method, kw in [("ibp", {}), ("crown", {"crown_max_neurons": 0}), ("crown", {"crown_max_neurons": 10_000})]:
         b = compute_bounds(net, inp, spec, method, **kw)
@@ -102,7 +102,7 @@ def test_crown_at_least_as_tight_as_ibp_on_random_nets() -> None:
     for seed in range(6):
         g = torch.Generator().manual_seed(100 + seed)
         net = _net(100 + seed)
-        x = torch.rand(2, 2, 6, 6, generator=g)
+        x = torch.rand(2, 2, 8, 8, generator=g)
         inp = box(x - 0.02, x + 0.02)
         spec = margin_spec(5, torch.tensor([1, 2]))
         ib = compute_bounds(net, inp, spec, "ibp")
@@ -115,7 +115,7 @@ def test_crown_at_least_as_tight_as_ibp_on_random_nets() -> None:
 
 def test_zero_width_box_gives_exact_output() -> None:
     net = _net(5)
-    x = torch.rand(2, 2, 6, 6, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, 2, 8, 8, generator=torch.Generator().manual_seed(0))
     ref = net(x).detach()
     for method in ("ibp", "crown"):
         b = compute_bounds(net, box(x, x), method=method)

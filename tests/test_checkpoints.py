@@ -463,3 +463,21 @@ def test_every_torch_load_in_the_library_is_safe():
                 offenders.append(f"{rel}: {bad}")
     assert not offenders, offenders
     assert _calls("a = torch.load(p,\n  weights_only=True)", "torch.load") == ["p,\n  weights_only=True"]
+
+
+def test_every_checkpoint_option_offers_arch_and_trust():
+    """--checkpoint everywhere goes through the universal loader: each command that takes
+    --checkpoint also takes --arch and the explicit --trust-checkpoint opt-in (off by default)."""
+    import argparse
+
+    from robrep.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    seen = 0
+    for name, p in sub.choices.items():
+        opts = {o: a for a in p._actions for o in a.option_strings}
+        if "--checkpoint" in opts:
+            seen += 1
+            assert "--arch" in opts and "--trust-checkpoint" in opts, name
+            assert opts["--trust-checkpoint"].default is False, name
+    assert seen >= 3

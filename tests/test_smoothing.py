@@ -198,6 +198,16 @@ def test_certify_dataset_rows_and_tsv(tmp_path) -> None:  # type: ignore[no-unty
     assert back[0]["radius"] == pytest.approx(rows[0]["radius"], abs=1e-4)
     rows1 = certify_dataset(model, x[:1], y[:1], 0.25, order=1, n0=50, n=4000, batch_size=1000)
     assert rows1[0]["radius_cohen"] > 0 and math.isnan(rows1[0]["radiusR"])
+    # rows survive a JSON round trip (nan -> null) through the summary and the TSV writer
+    from robrep.cli.certify import summarize
+    from robrep.io.atomic import to_jsonable
+
+    back1 = json.loads(json.dumps(to_jsonable(rows1)))
+    summ = summarize(back1, 0.25, 1, 4)
+    assert summ["certified_accuracy_table_cohen"]["0"] == 1.0
+    assert summ["certified_accuracy_vs_radius"][0] == [0.0, 1.0]
+    text = write_tsv(tmp_path / "c1.tsv", back1, ("idx", "radiusR", "radius_L1")).read_text()
+    assert text.splitlines()[1].split("\t")[1] == "nan"
 
 
 def test_bad_inputs() -> None:

@@ -91,7 +91,7 @@ def main() -> None:
                     rec = json.loads((run / "record.json").read_text())
                     train_s, history = float(rec.get("seconds", 0.0)), rec.get("history", [])
                 else:
-                    r = train(cfg, run, train_data=full, show_progress=False, log=lambda s, n=name, sd=seed: print(f"  [{n} s{sd}] {s}", flush=True))
+                    r = train(cfg, run, resume=True, train_data=full, show_progress=False, log=lambda s, n=name, sd=seed: print(f"  [{n} s{sd}] {s}", flush=True))
                     model, train_s, history = r.model, r.seconds, r.history
             model.eval()
             prev = json.loads(res_path.read_text()) if res_path.exists() else {}

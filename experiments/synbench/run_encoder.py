@@ -62,6 +62,7 @@ def main() -> None:
     rec["synbench"] = res.to_dict()
     plot_synbench(res, out / f"{a.name}.png", title=a.name)
     print(a.name, "synbench", json.dumps(res.scores()), f"{rec['synbench_cpu_s']:.0f} cpu-s", flush=True)
+    atomic_write_json(out / f"{a.name}.json", rec)  # partial results survive an interrupted run
 
     tr = load_dataset(dataset, "train")
     te = load_dataset(dataset, "test")
@@ -72,6 +73,7 @@ def main() -> None:
     rec["probe"] = {"natural_accuracy": pr.natural_accuracy, "adversarial_accuracy": pr.adversarial_accuracy,
                     "eval": pr.eval, "train_n": a.probe_train_n, "epochs": a.probe_epochs, "seconds": time.perf_counter() - t0}
     print(a.name, "probe", rec["probe"]["natural_accuracy"], rec["probe"]["adversarial_accuracy"], flush=True)
+    atomic_write_json(out / f"{a.name}.json", rec)
 
     if a.robust_probe:
         t0 = time.perf_counter()

@@ -10,6 +10,9 @@ from .first_order import (
     numerical_radius,
     sample_gradient,
 )
+from .bounds import BoxSet, Bounds, LpBall, box, compute_bounds, crown, ibp, margin_spec, to_sequential
+from .semantic import SEMANTIC_TRANSFORMS, apply_transform, list_transforms, rotation_boxes, sp_layers, sp_network
+from .semantic_verify import RangeResult, SemanticImageResult, SemanticSummary, attack_range, semantic_certify, summarize, verify_range
 from .smoothing import (
     ABSTAIN,
     Certificate,
@@ -24,6 +27,28 @@ from .smoothing import (
 )
 
 __all__ = [
+    "SEMANTIC_TRANSFORMS",
+    "BoxSet",
+    "Bounds",
+    "LpBall",
+    "RangeResult",
+    "SemanticImageResult",
+    "SemanticSummary",
+    "apply_transform",
+    "attack_range",
+    "box",
+    "compute_bounds",
+    "crown",
+    "ibp",
+    "list_transforms",
+    "margin_spec",
+    "rotation_boxes",
+    "semantic_certify",
+    "sp_layers",
+    "sp_network",
+    "summarize",
+    "to_sequential",
+    "verify_range",
     "ABSTAIN",
     "Certificate",
     "FirstOrderCertificate",

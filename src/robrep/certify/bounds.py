@@ -158,9 +158,18 @@ class _MaxPool:
         self.k, self.s, self.p = k, s, p
         self.in_shape, self.out_shape = in_shape, out_shape
 
+    @property
+    def tiled(self) -> bool:
+        """Non-overlapping windows that tile the input exactly (the usual 2x2 / stride 2 pool)."""
+        return (self.k == self.s and not any(self.p) and self.in_shape[1] % self.k[0] == 0
+                and self.in_shape[2] % self.k[1] == 0)
+
     def windows(self, t: torch.Tensor, fill: float) -> torch.Tensor:
         """(M, C, H, W) -> (M, C, k*k, L) windows (padding filled with ``fill``)."""
         m, c = t.shape[:2]
+        if self.tiled:
+            (kh, kw), (ho, wo) = self.k, (self.in_shape[1] // self.k[0], self.in_shape[2] // self.k[1])
+            return t.reshape(m, c, ho, kh, wo, kw).permute(0, 1, 3, 5, 2, 4).reshape(m, c, kh * kw, ho * wo)
         if any(self.p):
             t = F.pad(t, (self.p[1], self.p[1], self.p[0], self.p[0]), value=fill)
         u = F.unfold(t, self.k, stride=self.s)
@@ -171,6 +180,9 @@ class _MaxPool:
         m, c, nl = v.shape
         full = torch.zeros(m, c, self.k[0] * self.k[1], nl, dtype=v.dtype, device=v.device)
         full.scatter_(2, idx.unsqueeze(2), v.unsqueeze(2))
+        if self.tiled:
+            (kh, kw), (ho, wo) = self.k, (self.in_shape[1] // self.k[0], self.in_shape[2] // self.k[1])
+            return full.view(m, c, kh, kw, ho, wo).permute(0, 1, 4, 2, 5, 3).reshape(m, c, *self.in_shape[1:])
         h, w = self.in_shape[1] + 2 * self.p[0], self.in_shape[2] + 2 * self.p[1]
         out = F.fold(full.view(m, c * self.k[0] * self.k[1], nl), (h, w), self.k, stride=self.s)
         if any(self.p):
@@ -183,6 +195,8 @@ def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
 
 
 def _make_op(m: nn.Module, in_shape: tuple[int, ...]):  # type: ignore[no-untyped-def]
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and (m.training or m.running_mean is None):
+        raise InputError("BatchNorm must be in eval mode with running statistics: call model.eval()")
     with torch.no_grad():
         out_shape = tuple(m(torch.zeros((1, *in_shape), dtype=_dtype_of(m), device=_device_of(m))).shape[1:])
     if isinstance(m, nn.ReLU):
@@ -192,7 +206,7 @@ def _make_op(m: nn.Module, in_shape: tuple[int, ...]):  # type: ignore[no-untype
             raise InputError("MaxPool2d with dilation or ceil_mode is not supported by the verifier")
         return _MaxPool(_pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size), _pair(m.padding), in_shape, out_shape)
     if isinstance(m, nn.Linear):
-        w, b = m.weight, m.bias
+        w = m.weight
         return _Affine(m, lambda x: F.linear(x, w), lambda x: F.linear(x, w.clamp(min=0)), lambda x: F.linear(x, w.clamp(max=0)),
                        in_shape, out_shape, transpose=lambda a: a @ w)
     if isinstance(m, nn.Conv2d):

@@ -439,7 +439,7 @@ class FirstOrderCertificate:
     def best(self) -> dict[str, float]:
         """``max(first-order, zeroth-order)`` per norm: L2 and L1 use Cohen's L2 radius
         (valid since ``||.||_2 <= ||.||_1``), Linf uses Cohen / sqrt(d). Holding both certificates
-        costs a union bound: level 1 - 1.5 alpha."""
+        costs a union bound: level 1 - 1.5 alpha for L2, 1 - 2 alpha for L1 and Linf."""
         d = self.bounds.d if self.bounds is not None else 1
         c = self.radius_cohen
         return {"l2": max(self.radius_l2, c), "l1": max(self.radius_l1, c), "linf": max(self.radius_linf, c / math.sqrt(d))}

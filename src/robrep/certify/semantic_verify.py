@@ -145,7 +145,7 @@ def verify_range(
             calls += 1
             ok = (b.lower.amin(1) > 0).tolist()
             stop = False
-            for (a, bnd), good in zip(chunk, ok):
+            for (_a, bnd), good in zip(chunk, ok):
                 if not good:
                     stop = True
                     break
@@ -218,9 +218,11 @@ def gradient_attack(
     """Projected signed-gradient search on theta for the smallest misclassifying |theta| per side.
 
     From ``starts`` points on each side (evenly spaced in (0, eps], jittered with ``generator``),
-    theta moves against the sign of d margin / d theta (margin = f_y - max_{t != y} f_t) with a
-    step shrinking from eps / (2 starts), projected to the side's interval; every iterate that is
-    misclassified is a witness, and the range ends at the smallest |theta| witnessed (else eps).
+    theta moves against the sign of d margin / d theta (margin = f_y - max_{t != y} f_t) while
+    the prediction is correct and towards 0 once it is wrong (so iterates settle on the decision
+    boundary), with a step shrinking linearly from eps / (2 starts), projected to the side's
+    interval; every misclassified iterate is a witness, and the range ends at the smallest
+    |theta| witnessed (else eps).
 
     Args:
         model: a model taking [0,1] images.
@@ -260,7 +262,9 @@ def gradient_attack(
                 break
             (g,) = torch.autograd.grad(margin.sum(), th)
             step = step0 * (1 - k / steps)
-            th = (th.detach() - step * torch.sign(g)).clamp(0.0, eps)
+            # correctly classified: descend the margin; misclassified: move towards 0 (boundary seeking)
+            direction = torch.where(wrong, torch.ones_like(g), torch.sign(g))
+            th = (th.detach() - step * direction).clamp(0.0, eps)
         ends[sign] = best
     return RangeResult(-ends[-1], ends[1], time.perf_counter() - t0, calls)
 

@@ -339,7 +339,9 @@ def write_tsv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequenc
     for r in rows:
         vals = []
         for c in columns:
-            v = r.get(c, float("nan"))
+            v = r.get(c)
+            if v is None:  # missing, or nan after a JSON round trip
+                v = float("nan")
             if isinstance(v, bool):
                 v = int(v)
             vals.append(f"{v:.4f}" if isinstance(v, float) else str(v))

@@ -60,7 +60,7 @@ def summarize(rows: list[dict[str, Any]], sigma: float, order: int, d: int, radi
     cor_co = np.array([bool(r["correct_cohen"]) for r in rows])
     cohen = np.array([r["radius_cohen"] for r in rows])
     fo = {k: np.array([r[k] for r in rows]) for k in ("radius_L2", "radius_L1", "radius_LInf")}
-    # max(first-order, zeroth-order): valid when either certificate holds (union bound, level 1 - 1.5 alpha)
+    # max(first-order, zeroth-order): union bound, level 1 - 1.5 alpha (L2) or 1 - 2 alpha (L1, Linf)
     best_l2 = np.where(cor_fo, fo["radius_L2"], 0.0)
     best_l2 = np.maximum(best_l2, np.where(cor_co, cohen, 0.0))
     best_l1 = np.maximum(np.where(cor_fo, fo["radius_L1"], 0.0), np.where(cor_co, cohen, 0.0))
@@ -75,7 +75,8 @@ def summarize(rows: list[dict[str, Any]], sigma: float, order: int, d: int, radi
     block("certified_accuracy_vs_radius_linf_first_order", fo["radius_LInf"], cor_fo, rmax / math.sqrt(d), linf_table)
     block("certified_accuracy_vs_radius_linf_cohen", cohen / math.sqrt(d), cor_co, rmax / math.sqrt(d), linf_table)
     block("certified_accuracy_vs_radius_linf_best", best_linf, any_cor, rmax / math.sqrt(d), linf_table)
-    chans = [k for k in ("radiusR", "radiusG", "radiusB") if not any(math.isnan(r[k]) for r in rows)]
+    # missing channel radii are nan (JSON null after a round trip)
+    chans = [k for k in ("radiusR", "radiusG", "radiusB") if not any(r.get(k) is None or math.isnan(r[k]) for r in rows)]
     for k in chans:
         block(f"certified_accuracy_vs_radius_{k}", np.array([r[k] for r in rows]), cor_fo, rmax, radii)
     out["smoothed_accuracy"] = float(cor_fo.mean())

@@ -39,7 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..evaluate.synbench import DEFAULT_EPS, DEFAULT_THRESHOLDS, plot_synbench, robust_linear_probe, synbench
+    from ..evaluate.synbench import (
+        DEFAULT_EPS,
+        DEFAULT_THRESHOLDS,
+        plot_synbench,
+        robust_linear_probe,
+        synbench,
+    )
     from ..runs import write_record
 
     model, meta = load_checkpoint_arg(args)

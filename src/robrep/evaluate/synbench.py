@@ -63,6 +63,7 @@ __all__ = [
     "class_stats",
     "expected_bound_curve",
     "gaussian_robust_accuracy",
+    "half_class_mean_distance",
     "plot_synbench",
     "raw_reference",
     "reference_denominator",
@@ -258,8 +259,7 @@ def robust_bayes_direction(mu: torch.Tensor, cov: torch.Tensor, eps: float, eig_
     f, d = _eig(cov, eig_tol)
     mt = f.T @ mu
     g = robust_bayes_gamma(mt, d, float(eps))[0]
-    z = g * mt / (g + d)
-    return f @ ((mt - z) / d)
+    return f @ (mt / (g + d))  # = D^-1 (mu~ - z*), without the cancellation as eps -> 1
 
 
 @dataclass(frozen=True)
@@ -322,7 +322,7 @@ def robust_bayes_metrics(stats: ClassStats, features: torch.Tensor, labels: torc
         return torch.zeros(n_e, dtype=_DT), torch.zeros(n_e, dtype=_DT)
     g = robust_bayes_gamma(mt, d, eps)  # (E,)
     gz = g.unsqueeze(1)
-    w = (mt - gz * mt / (gz + d)) / d  # (E, k): D^-1 (mu~ - z*)
+    w = mt / (gz + d)  # (E, k): D^-1 (mu~ - z*) with z* = gamma mu~ / (gamma + d), simplified
     denom = (w @ mt).abs()  # (E,)
     proj = (h - (stats.mean1 + stats.mean0) / 2) @ f  # (N, k)
     margin = proj @ w.T  # (N, E)

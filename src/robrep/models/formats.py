@@ -55,7 +55,11 @@ __all__ = [
     "CohenCifarResNet",
     "fit_state_dict",
     "infer_arch",
+    "load_cohen",
+    "load_madry",
+    "load_state_dict_file",
     "read_torch_file",
+    "split_normalization",
 ]
 
 # Cohen et al. (2019), code/datasets.py: _CIFAR10_MEAN / _CIFAR10_STDDEV.

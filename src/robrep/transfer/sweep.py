@@ -341,7 +341,7 @@ def plot_sweep(rows: Sequence[dict[str, Any]], path: str | Path, metric: str = "
             if j == 0:
                 ax.set_ylabel(f"{metric} acc. (%)", fontsize=8)
             ax.tick_params(labelsize=7)
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
