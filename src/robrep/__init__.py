@@ -14,11 +14,29 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .attacks import AttackResult, apgd, create_attack, fgsm, list_attacks, pgd, representation_attack, worst_case
+from .attacks import (
+    AttackResult,
+    apgd,
+    create_attack,
+    fgsm,
+    list_attacks,
+    pgd,
+    representation_attack,
+    worst_case,
+)
 from .data import ImageData, list_datasets, load_dataset
 from .errors import CheckpointError, DataNotFoundError, InputError, RobrepError, UnknownNameError
 from .evaluate import EvalResult, evaluate
-from .models import RobrepModel, create_model, list_layers, list_models, load, representation, save_model, wrap
+from .models import (
+    RobrepModel,
+    create_model,
+    list_layers,
+    list_models,
+    load,
+    representation,
+    save_model,
+    wrap,
+)
 from .objectives import create_objective, list_objectives
 from .threats import L1Ball, L2Ball, LinfBall, ThreatModel, threat
 from .train import TrainConfig, TrainResult, train

@@ -1,6 +1,17 @@
 """Certification: randomized smoothing (Cohen et al. 2019), first-order certificates
 (Mohapatra et al. 2020) and the hidden cost of smoothing (Mohapatra et al. 2021)."""
 
+from .bounds import (
+    Bounds,
+    BoxSet,
+    LpBall,
+    box,
+    compute_bounds,
+    crown,
+    ibp,
+    margin_spec,
+    to_sequential,
+)
 from .first_order import (
     FirstOrderCertificate,
     GradientBounds,
@@ -10,9 +21,23 @@ from .first_order import (
     numerical_radius,
     sample_gradient,
 )
-from .bounds import BoxSet, Bounds, LpBall, box, compute_bounds, crown, ibp, margin_spec, to_sequential
-from .semantic import SEMANTIC_TRANSFORMS, apply_transform, list_transforms, rotation_boxes, sp_layers, sp_network
-from .semantic_verify import RangeResult, SemanticImageResult, SemanticSummary, attack_range, semantic_certify, summarize, verify_range
+from .semantic import (
+    SEMANTIC_TRANSFORMS,
+    apply_transform,
+    list_transforms,
+    rotation_boxes,
+    sp_layers,
+    sp_network,
+)
+from .semantic_verify import (
+    RangeResult,
+    SemanticImageResult,
+    SemanticSummary,
+    attack_range,
+    semantic_certify,
+    summarize,
+    verify_range,
+)
 from .smoothing import (
     ABSTAIN,
     Certificate,

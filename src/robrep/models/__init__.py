@@ -1,5 +1,9 @@
 """Models with representations: registry, [0,1]-input contract, checkpoints."""
 
+from . import (
+    encoders,  # noqa: F401,E402  (registers dim-encoder)
+    formats,  # noqa: E402,F401  (registers the foreign checkpoint loaders)
+)
 from .base import (
     ModelSpec,
     Normalize,
@@ -12,8 +16,6 @@ from .base import (
 )
 from .checkpoint import LOADERS, load, load_with_meta, read_meta, safe_torch_load, save_model
 from .zoo import MODELS, create_model, list_models, model_from_spec, wrap
-from . import encoders  # noqa: F401,E402  (registers dim-encoder)
-from . import formats  # noqa: E402,F401  (registers the foreign checkpoint loaders)
 
 __all__ = [
     "LOADERS",
