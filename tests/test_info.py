@@ -271,7 +271,7 @@ def test_vulnerability_zero_at_eps0_and_grows_with_eps() -> None:
     clean = estimate_mi(rep, x, **kw)
     rv = {e: vulnerability(rep, x, threat("linf", e), num_classes=10, mi_clean=clean, **kw) for e in (0.0, 0.03, 0.1)}
     assert rv[0.0].vulnerability.low <= 0 <= rv[0.0].vulnerability.high, rv[0.0].vulnerability
-    assert abs(rv[0.0].vulnerability.estimate) < 0.1
+    assert abs(rv[0.0].vulnerability.estimate) < 0.5 * rv[0.1].vulnerability.estimate, (rv[0.0].vulnerability, rv[0.1].vulnerability)
     assert rv[0.03].vulnerability.estimate < rv[0.1].vulnerability.estimate
     assert rv[0.1].vulnerability.low > 0
     r = rv[0.1]
@@ -293,7 +293,7 @@ def test_dim_critic_shapes_and_init() -> None:
     assert c3(torch.rand(4, 3, 32, 32), torch.randn(4, 10)).shape == (64, 4, 4)
     w = c.glob.shortcut.weight[:, :, 0, 0]
     assert torch.allclose(torch.diagonal(w[:32, :32]), torch.ones(32))  # identity-initialised shortcut
-    assert float(w[:32, :32].fill_diagonal_(0).abs().max()) <= 0.01
+    assert float(w[:32, :32].detach().clone().fill_diagonal_(0).abs().max()) <= 0.01
     with pytest.raises(InputError):
         create_critic("dim", (10,), 4)
 
