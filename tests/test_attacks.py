@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 import robrep
 from robrep.attacks import apgd, pgd
@@ -96,7 +95,6 @@ def test_seed_determinism_and_batch_equals_per_example(tiny_trained, demo_data) 
 def test_robust_accuracy_non_increasing_in_eps(tiny_trained, demo_data) -> None:
     model, _ = tiny_trained
     te = demo_data[1].head(200)
-    curve = robrep.evaluate.__wrapped__ if hasattr(robrep.evaluate, "__wrapped__") else None  # noqa: F841
     from robrep.evaluate import robust_accuracy_curve
 
     pts = robust_accuracy_curve(model, te, robrep.threat("linf", 0.1), [0.0, 0.01, 0.03, 0.06, 0.1, 0.2],
@@ -180,8 +178,3 @@ def test_attack_rejects_bad_input(tiny_trained) -> None:
         pgd(model, torch.rand(2, 3, 28, 28), y, thr)
     with pytest.raises(robrep.InputError, match="shape"):
         pgd(model, torch.rand(1, 28, 28), y, thr)
-
-
-class _Plain(nn.Module):
-    def forward(self, x):  # pragma: no cover - trivial
-        return x.flatten(1)[:, :3]
