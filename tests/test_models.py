@@ -100,3 +100,32 @@ def test_wrap_custom_module() -> None:
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     m = robrep.wrap(net, num_classes=2, input_shape=(1, 2, 2), mean=(0.5,), std=(0.5,))
     assert representation(m)(torch.rand(3, 1, 2, 2)).shape == (3, 8)
+
+
+def test_flush_denormals_zeroes_only_subnormal_values_and_load_applies_it(tmp_path):
+    from robrep.models import create_model, flush_denormals_, save_model
+
+    torch.manual_seed(0)
+    m = create_model("small-cnn", dataset="mnist").eval()
+    w = m.net.fc1.weight
+    with torch.no_grad():
+        w[0, :7] = 1e-40  # subnormal in float32
+        w[1, 0] = -3e-39
+        w[1, 1] = 2e-38  # normal (> 1.18e-38): kept
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    x = torch.rand(4, 1, 28, 28)
+    y0 = m(x)
+    sub = (w != 0) & (w.abs() < torch.finfo(torch.float32).tiny)
+    assert int(sub.sum()) == 8
+    path = tmp_path / "m.safetensors"
+    save_model(path, m)
+    assert flush_denormals_(m) == 8
+    assert torch.all(w[0, :7] == 0) and w[1, 0] == 0 and w[1, 1] == torch.tensor(2e-38)
+    changed = [k for k, v in m.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed == ["net.fc1.weight"]
+    assert torch.allclose(m(x), y0, atol=0, rtol=1e-6)
+    assert flush_denormals_(m) == 0
+    loaded = robrep.load(path)
+    lw = loaded.net.fc1.weight
+    assert int(((lw != 0) & (lw.abs() < torch.finfo(torch.float32).tiny)).sum()) == 0
+    assert torch.equal(lw, w)

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 
 import pytest
+import torch
 
 from robrep.report.html import write_report
 
@@ -78,3 +79,188 @@ def test_browser_check_detects_errors_and_broken_figures(tmp_path) -> None:
     m = re.search(r'id="figure-status" data-total="(\d+)" data-loaded="(\d+)"', dom)
     assert m and int(m.group(2)) < int(m.group(1))
     assert console_problems(log) != []
+
+
+def test_report_notes_help_reference_curves_and_grouped_figures(tmp_path) -> None:
+    """Notes are escaped text; known metrics get their meaning; a reference curve is drawn into its
+    figure (not a figure of its own); the same picture of each run sits under one heading."""
+    runs = [_fake_run(tmp_path, "a", 0.9), _fake_run(tmp_path, "b", 0.6)]
+    for r in runs:
+        (r / "extra.json").write_text(json.dumps({"synbench_curve": [[0.6, 1.0], [0.8, 0.5], [1.0, 0.0]],
+                                                  "synbench_curve_raw": [[0.6, 1.2], [0.8, 0.9], [1.0, 0.0]]}))
+    html = write_report(runs, tmp_path / "r.html", notes=["eps <b>0.1</b> & more"]).read_text()
+    assert "eps &lt;b&gt;0.1&lt;/b&gt; &amp; more" in html and "<b>0.1</b>" not in html
+    assert "test accuracy under the PGD attack" in html
+    assert html.count("<img class='figure'") == 4  # robust-accuracy curve, SynBench curve (with its reference), 2 grids
+    assert "alt='synbench_curve_raw'" not in html
+    assert html.count("<h3>grid</h3>") == 1 and "alt='a: grid'" in html and "alt='b: grid'" in html
+
+
+# --------------------------------------------------------------------------- the demo's report
+
+DEMO_CURVES = ("robust_accuracy_vs_eps", "certified_accuracy_vs_radius", "synbench_curve", "vulnerability_per_layer")
+DEMO_PICTURES = ("attack_grid", "brittleness", "inversion", "interpolation", "features", "saliency")
+NEW_METRICS = ("mi_clean", "mi_worst", "vulnerability", "vulnerability_low", "vulnerability_high", "accuracy_bound",
+               "synbench_score", "synbench_robust_score", "probe_natural_accuracy", "probe_adversarial_accuracy",
+               "smoothed_accuracy", "certified_accuracy_r0.25", "abstain_rate", "brittleness_rep_error",
+               "brittleness_rep_error_before", "inversion_rep_error", "inversion_ssim")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from robrep.demo import run_demo
+
+    res = run_demo(tmp_path_factory.mktemp("demo") / "out", fast=True, show_progress=False)
+    metrics = {n: json.loads((res.out / n / "metrics.json").read_text()) for n in ("standard", "robust")}
+    return res, metrics
+
+
+def _table(html: str) -> dict[str, list[str]]:
+    """The comparison table as {metric: [cell of each run]} (a real HTML parser, not a regex)."""
+    from html.parser import HTMLParser
+
+    class P(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[list[tuple[dict[str, str | None], str]]] = []
+            self.in_table = self.in_cell = False
+            self.attrs: dict[str, str | None] = {}
+
+        def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
+            if tag == "table" and dict(attrs).get("id") == "comparison":
+                self.in_table = True
+            elif self.in_table and tag == "tr":
+                self.rows.append([])
+            elif self.in_table and tag in ("td", "th"):
+                self.in_cell, self.attrs = True, dict(attrs)
+                self.rows[-1].append((self.attrs, ""))
+
+        def handle_endtag(self, tag):  # type: ignore[no-untyped-def]
+            if tag == "table":
+                self.in_table = False
+            elif tag in ("td", "th"):
+                self.in_cell = False
+
+        def handle_data(self, data):  # type: ignore[no-untyped-def]
+            if self.in_table and self.in_cell:
+                a, t = self.rows[-1][-1]
+                self.rows[-1][-1] = (a, t + data)
+
+    p = P()
+    p.feed(html)
+    header = [t for _, t in p.rows[0]]
+    assert header[1:3] == ["standard", "robust"], header
+    out = {}
+    for row in p.rows[1:]:
+        key = row[0][1]
+        assert all(a.get("data-key") == key for a, _ in row[1:3])
+        out[key] = [t for _, t in row[1:3]]
+    return out
+
+
+def test_demo_report_numbers_equal_json_records(demo) -> None:
+    res, metrics = demo
+    table = _table(res.report.read_text())
+    for j, name in enumerate(("standard", "robust")):
+        m = metrics[name]
+        rec = json.loads((res.out / name / "record.json").read_text())
+        assert rec["metrics"] == m  # the record holds the same metrics as metrics.json
+        assert json.loads((res.out / "summary.json").read_text())["models"][name] == m
+        for k in NEW_METRICS:
+            assert k in m, k
+        scalars = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        assert set(NEW_METRICS) <= set(scalars)
+        for k, v in scalars.items():
+            assert k in table, k
+            cell = table[k][j]
+            assert cell == (f"{v:.4f}" if isinstance(v, float) else str(v)), (k, cell, v)
+            assert abs(float(cell) - v) <= 5e-5
+    # the terminal table shows the same numbers (3 decimals)
+    for name in ("standard", "robust"):
+        line = next(ln for ln in res.table.splitlines() if ln.startswith(name))
+        for k in ("clean_accuracy", "robust_accuracy", "vulnerability", "accuracy_bound", "synbench_score",
+                  "probe_natural_accuracy", "probe_adversarial_accuracy", "certified_accuracy_r0.25"):
+            assert f"{metrics[name][k]:.3f}" in line.split(), (name, k)
+
+
+def test_demo_metrics_valid_and_consistent(demo) -> None:
+    import math
+
+    from robrep.certify.smoothing import read_tsv
+    from robrep.demo import CERT_RADII, DEMO_EPS, FAST
+    from robrep.evaluate.synbench import (
+        expected_bound_curve,
+        raw_reference,
+        synbench_scores,
+        synbench_xgrid,
+    )
+    from robrep.info import accuracy_bound
+
+    res, metrics = demo
+    for name, m in metrics.items():
+        for k in ("clean_accuracy", "robust_accuracy", "probe_natural_accuracy", "probe_adversarial_accuracy",
+                  "smoothed_accuracy", "certified_accuracy_r0.25", "abstain_rate", "accuracy_bound"):
+            assert 0.0 <= m[k] <= 1.0, (name, k, m[k])
+        # only correctly classified points are attacked: robust <= clean, for the model and its probe
+        assert m["robust_accuracy"] <= m["clean_accuracy"]
+        assert m["probe_adversarial_accuracy"] <= m["probe_natural_accuracy"]
+        curve = m["robust_accuracy_vs_eps"]
+        assert curve[0] == [0.0, m["clean_accuracy"]]
+        assert [e for e, _ in curve] == sorted(e for e, _ in curve)
+        assert dict((e, a) for e, a in curve)[DEMO_EPS] == m["robust_accuracy"]
+        assert all(b <= a + 0.02 for (_, a), (_, b) in zip(curve, curve[1:]))  # PGD runs per eps are independent
+        # vulnerability = clean - worst MI (paired critics), inside its interval; Fano bound from mi_worst
+        for k in ("mi_clean", "mi_worst", "vulnerability", "vulnerability_low", "vulnerability_high"):
+            assert math.isfinite(m[k])
+        assert m["vulnerability"] == pytest.approx(m["mi_clean"] - m["mi_worst"], abs=1e-9)
+        assert m["vulnerability_low"] <= m["vulnerability"] <= m["vulnerability_high"]
+        assert m["accuracy_bound"] == pytest.approx(accuracy_bound(m["mi_worst"], 10), abs=1e-12)
+        layers = dict(m["vulnerability_per_layer"])
+        assert list(layers) == list(FAST.mi_layers) and layers["penultimate"] == m["vulnerability"]
+        # certified accuracy: the curve is recomputed from the per-image TSV, non-increasing, 0 beyond the max radius
+        rows = read_tsv(res.out / name / "certify.tsv")
+        cert = m["details"]["certification"]
+        assert len(rows) == FAST.cert_n == cert["n"] and cert["noise_trained"] is False
+        assert all(r["radius"] <= cert["max_certifiable_radius"] + 1e-9 for r in rows)
+        cc = m["certified_accuracy_vs_radius"]
+        assert [r for r, _ in cc] == list(CERT_RADII)
+        for r, a in cc:
+            assert a == pytest.approx(sum(row["correct"] == 1 and row["radius"] >= r for row in rows) / len(rows))
+        assert all(b <= a for (_, a), (_, b) in zip(cc, cc[1:]))
+        assert cc[0][1] == m["smoothed_accuracy"] and dict(cc)[0.25] == m["certified_accuracy_r0.25"]
+        assert all(a == 0 for r, a in cc if r > cert["max_certifiable_radius"])
+        assert m["abstain_rate"] == pytest.approx(sum(row["predict"] == -1 for row in rows) / len(rows))
+        # SynBench: the score recomputed from the recorded per-scale accuracy/bound; curves well formed
+        sb = m["details"]["synbench"]
+        assert sb["scales"] == list(FAST.synbench_scales)
+        acc = torch.tensor(sb["accuracy"]["0"], dtype=torch.float64)
+        bnd = torch.tensor(sb["bound"]["0"], dtype=torch.float64)
+        assert float(synbench_scores(acc, bnd, [0.7], sb["scales"])[0]) == pytest.approx(m["synbench_score"], rel=1e-12)
+        assert sb["scores"]["0.7"]["0.2"] == m["synbench_robust_score"]
+        assert 0 < m["synbench_score"] and math.isfinite(m["synbench_robust_score"])
+        ys = [v for _, v in m["synbench_curve"]]
+        assert all(b <= a + 1e-12 for a, b in zip(ys, ys[1:]))  # E(a) counts the scales whose accuracy exceeds a
+        raw = expected_bound_curve(*raw_reference(sb["scales"]), synbench_xgrid())
+        assert [v for _, v in m["synbench_curve_raw"]] == pytest.approx(raw.tolist(), rel=1e-12)
+        # pictures' numbers
+        assert m["brittleness_rep_error"] >= 0 and m["brittleness_rep_error_before"] > 0 and m["inversion_rep_error"] >= 0
+        assert -1.0 <= m["inversion_ssim"] <= 1.0
+        for stem in DEMO_PICTURES:
+            assert (res.out / name / f"{stem}.png").stat().st_size > 0
+        rec = json.loads((res.out / name / "record.json").read_text())
+        assert rec["demo"]["fast"] is True and rec["demo"]["sizes"]["cert_n"] == FAST.cert_n
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (CI installs it)")
+def test_demo_report_renders_every_figure_in_headless_chromium(demo, tmp_path) -> None:
+    res, _ = demo
+    html = res.report.read_text()
+    assert "http://" not in html and "https://" not in html  # self-contained: nothing to fetch
+    dom, log = render(res.report, tmp_path)
+    m = re.search(r'id="figure-status" data-total="(\d+)" data-loaded="(\d+)" data-broken="([^"]*)"', dom)
+    assert m, dom[-500:]
+    alts = re.findall(r'<img class="figure" alt="([^"]+)"', dom)
+    expected = set(DEMO_CURVES) | {f"{n}: {p}" for n in ("standard", "robust") for p in DEMO_PICTURES}
+    assert set(alts) == expected, set(alts) ^ expected
+    assert int(m.group(1)) == len(expected) == int(m.group(2)) and m.group(3) == "", m.group(0)
+    assert console_problems(log) == []

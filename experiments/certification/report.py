@@ -27,24 +27,30 @@ def load_runs(root: Path) -> dict[float, dict]:
     runs = {}
     for d in sorted((root / "certify").glob("mnist-sigma*-n*")):
         rows = []
-        cfg = None
-        for ch in sorted(d.glob("chunk-*")):
+        config: dict = {}
+        settings: dict = {}
+        for ch in sorted((d / "chunks").glob("chunk-*.json")):  # `robrep certify --chunk-size` (finished chunks)
+            part = json.loads(ch.read_text())
+            rows += part["result"]["rows"]
+            config = settings = part["fingerprint"]
+        for ch in [] if rows else sorted(d.glob("chunk-*")):  # the earlier layout: one run folder per chunk
             if not (ch / "record.json").exists():
                 continue
             rows += json.loads((ch / "per_image.json").read_text())["rows"]
-            cfg = json.loads((ch / "record.json").read_text())
+            rec = json.loads((ch / "record.json").read_text())
+            config, settings = rec["config"], rec["metrics"]
         if not rows:
             continue
         rows.sort(key=lambda r: r["idx"])
-        sigma = float(cfg["metrics"]["sigma"])
+        sigma = float(settings["sigma"])
         m = summarize(rows, sigma, 1, 784, L2_RADII)
-        m |= {k: cfg["metrics"][k] for k in ("dataset", "sigma", "order", "n0", "n", "alpha")}
+        m |= {k: settings[k] for k in ("dataset", "sigma", "order", "n0", "n", "alpha")}
         m["num_images"] = len(rows)
         m["seconds"] = float(sum(r["time"] for r in rows))
         out = d / "merged"
         out.mkdir(exist_ok=True)
         write_tsv(out / "certify.tsv", rows, TSV_COLUMNS[:4] + FIRST_ORDER_COLUMNS + TSV_COLUMNS[4:])
-        write_record(out, "certify (merged chunks)", cfg["config"] | {"num": len(rows), "start": 0}, m)
+        write_record(out, "certify (merged chunks)", config | {"num": len(rows), "start": 0}, m)
         _plot(m, out / "certified_accuracy.png", f"MNIST sigma={sigma} n={m['n']} ({len(rows)} images)")
         runs[sigma] = {"rows": rows, "metrics": m}
     return runs

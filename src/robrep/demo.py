@@ -1,83 +1,422 @@
 """The main job: train a standard and a robust encoder on the bundled demo data, measure and
 show both, and write one HTML report.
 
-Every measurement robrep offers is wired in here as it lands; each stage writes its JSON and
-figures into the run folder, and :func:`robrep.report.write_report` gathers them.
+For each model the demo measures, on the bundled Fashion-MNIST subset:
+
+* clean and robust accuracy (PGD) and robust accuracy vs eps (Madry et al. 2018);
+* representation vulnerability and the downstream accuracy bound (Zhu, Zhang & Evans 2020),
+  per layer;
+* the SynBench score and curve (Ko et al., arXiv 2210.02989);
+* linear-probe natural and adversarial accuracy on the penultimate representation;
+* certified accuracy vs l2 radius of the Gaussian-smoothed classifier (Cohen et al. 2019);
+* pictures (Engstrom et al. 2019): brittleness pairs, inversions, interpolations, feature
+  visualizations and saliency maps, as PNG grids.
+
+Every value goes into the run folder's ``metrics.json`` and ``record.json``; each figure is a PNG
+there; :func:`robrep.report.html.write_report` gathers them into one self-contained page. The
+sizes of every stage are one frozen :class:`DemoSizes` (``FULL``: <= 10 minutes on a 2-core
+CPU; ``FAST``: for tests), recorded with the run.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .data import load_dataset
+from .data import ImageData, load_dataset
 from .evaluate import evaluate
 from .io.atomic import atomic_write_json
+from .models import RobrepModel
+from .progress import progress
 from .report import amplify, save_image_grid
 from .runs import write_record
-from .threats import threat
+from .threats import ThreatModel, threat
 from .train import TrainConfig, train
 
-__all__ = ["DemoResult", "run_demo", "DEMO_EPS"]
+__all__ = ["DemoResult", "DemoSizes", "FAST", "FULL", "run_demo", "DEMO_EPS", "summary_table"]
 
 DEMO_EPS = 0.1  # linf radius on Fashion-MNIST pixels
 
 
 @dataclass(frozen=True)
+class DemoSizes:
+    """How much work each stage of the demo does (all sizes are recorded with the run)."""
+
+    # training (both models: small-cnn, SGD; the robust one with PGD adversarial training)
+    train_fraction: float  # class-balanced fraction of the 5000 training images
+    epochs: int
+    train_attack_steps: int  # PGD steps of adversarial training
+    # accuracy and robust accuracy
+    test_n: int  # first test images
+    eval_steps: int  # PGD steps of the evaluation attack
+    curve_eps: tuple[float, ...]  # robust accuracy vs eps (DEMO_EPS is always included)
+    # representation vulnerability (DV bound, separable MLP critics; the last 20 % of the images held out)
+    mi_n: int  # first test images
+    mi_layers: tuple[str, ...]  # layers; "penultimate" gives the headline numbers
+    mi_critics: int  # independent critics per estimate (interval over them)
+    mi_steps: int  # critic training steps
+    mi_batch: int
+    mi_attack_steps: int  # batch PGD steps while training the worst-case critic
+    mi_eval_attack_steps: int  # batch PGD steps on each held-out batch
+    mi_eval_batches: int
+    # SynBench (penultimate layer)
+    synbench_scales: tuple[float, ...]  # mean scales ||mu|| (paper: 0.1 ... 4.9)
+    synbench_n: int  # realizations per scale and split (paper: 2048)
+    # linear probe (standard-trained linear head on the frozen penultimate layer)
+    probe_train_n: int  # training images (first of the demo training split)
+    probe_epochs: int
+    probe_eval_n: int  # test images for natural / adversarial probe accuracy
+    probe_eval_steps: int
+    # randomized smoothing (Cohen et al. 2019)
+    cert_n: int  # first test images
+    cert_n0: int  # selection samples
+    cert_samples: int  # estimation samples n (max certifiable radius sigma * Phi^-1(alpha^(1/n)))
+    cert_sigma: float
+    cert_alpha: float
+    # pictures
+    vis_steps: int  # inversion / interpolation optimizer steps (l2 step 0.1)
+    feature_steps: int  # feature visualization steps
+    brittle_steps: int  # representation-attack steps of the brittleness pair
+    brittle_eps: float  # l2 radius of the brittleness pair
+    interp_points: int
+    smoothgrad_samples: int
+
+
+FULL = DemoSizes(
+    train_fraction=1.0, epochs=8, train_attack_steps=5,
+    test_n=1000, eval_steps=20, curve_eps=(0.05, 0.1, 0.15, 0.2),
+    mi_n=1000, mi_layers=("penultimate", "logits"), mi_critics=2, mi_steps=150, mi_batch=128,
+    mi_attack_steps=3, mi_eval_attack_steps=10, mi_eval_batches=4,
+    synbench_scales=tuple(round(0.2 * k - 0.1, 1) for k in range(1, 26)), synbench_n=1024,
+    probe_train_n=5000, probe_epochs=20, probe_eval_n=1000, probe_eval_steps=20,
+    cert_n=100, cert_n0=64, cert_samples=1000, cert_sigma=0.25, cert_alpha=0.001,
+    vis_steps=300, feature_steps=150, brittle_steps=100, brittle_eps=3.0, interp_points=8, smoothgrad_samples=25,
+)
+
+FAST = DemoSizes(
+    train_fraction=0.2, epochs=2, train_attack_steps=5,
+    test_n=200, eval_steps=20, curve_eps=(0.05, 0.1, 0.15, 0.2),
+    mi_n=384, mi_layers=("penultimate", "logits"), mi_critics=2, mi_steps=40, mi_batch=64,
+    mi_attack_steps=2, mi_eval_attack_steps=5, mi_eval_batches=2,
+    synbench_scales=tuple(round(0.5 * k, 1) for k in range(1, 10)), synbench_n=256,
+    probe_train_n=1000, probe_epochs=5, probe_eval_n=200, probe_eval_steps=10,
+    cert_n=30, cert_n0=32, cert_samples=100, cert_sigma=0.25, cert_alpha=0.001,
+    vis_steps=50, feature_steps=30, brittle_steps=20, brittle_eps=3.0, interp_points=5, smoothgrad_samples=8,
+)
+
+#: radii of the certified-accuracy curve (l2, pixel units)
+CERT_RADII: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(13))
+#: the radius reported as a scalar (``certified_accuracy_r0.25``)
+CERT_REPORT_RADIUS = 0.25
+#: SynBench threshold accuracy and relative radius of the robust score
+SYNBENCH_THRESHOLD, SYNBENCH_ROBUST_EPS = 0.7, 0.2
+#: first-of-class test images shown in the picture grids (class indices of Fashion-MNIST)
+PICTURE_CLASSES = (0, 1, 2, 3, 5, 7, 8, 9)
+BRITTLE_PAIRS = ((0, 9), (1, 5), (7, 2), (8, 3))  # (source class, target class)
+INTERP_PAIRS = ((0, 3), (7, 9))
+
+
+@dataclass(frozen=True)
 class DemoResult:
+    """Where the demo wrote its runs and report, and what it measured.
+
+    Attributes:
+        out: the demo folder (``standard/``, ``robust/``, ``summary.json``, ``report.html``).
+        report: the report path.
+        summary: JSON summary (eps, sizes, per-model metrics, seconds).
+        table: the short terminal table.
+    """
+
     out: Path
     report: Path
     summary: dict[str, Any]
     table: str
 
 
+def _first_of_class(data: ImageData, classes: tuple[int, ...]) -> torch.Tensor:
+    """Index of the first image of each class in ``classes`` (deterministic picture inputs)."""
+    _, y = data.tensors()  # type: ignore[attr-defined]
+    hits = [torch.nonzero(y == c) for c in classes]
+    return torch.stack([h[0, 0] if len(h) else torch.tensor(0) for h in hits])  # a missing class shows image 0
+
+
+class _Stages:
+    """Times the stages of one model and logs them (``with stages("name"): ...``)."""
+
+    def __init__(self, name: str, log: Callable[[str], None]) -> None:
+        self.name, self.log = name, log
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        self.log(f"[demo] {self.name}: {stage} ...")
+        t = time.perf_counter()
+        yield
+        self.seconds[stage] = round(time.perf_counter() - t, 2)
+
+
+def _accuracy(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes, seed: int) -> dict[str, Any]:
+    ak = {"steps": s.eval_steps}
+    ev = evaluate(model, te, threat=thr, attack="pgd", attack_kwargs=ak, seed=seed)
+    curve = [[0.0, ev.clean_accuracy]]
+    for e in sorted(set(s.curve_eps) | {thr.eps}):
+        r = ev if e == thr.eps else evaluate(model, te, threat=thr.with_eps(e), attack="pgd", attack_kwargs=ak, seed=seed)
+        curve.append([float(e), r.robust_accuracy])
+    return {"clean_accuracy": ev.clean_accuracy, "robust_accuracy": ev.robust_accuracy, "n": ev.n,
+            "robust_accuracy_vs_eps": curve}
+
+
+def _vulnerability(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes, seed: int,
+                   show: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    from .info import vulnerability
+    from .models import representation
+
+    x = te.head(s.mi_n).tensors()[0]  # type: ignore[attr-defined]
+    kw: dict[str, Any] = dict(estimator="dv", critic="mlp", critic_kwargs={"hidden": 128, "embed": 32},
+                              n_critics=s.mi_critics, steps=s.mi_steps, batch_size=s.mi_batch, lr=1e-3,
+                              attack_steps=s.mi_attack_steps, eval_attack_steps=s.mi_eval_attack_steps,
+                              n_eval_batches=s.mi_eval_batches, seed=seed)
+    per_layer: dict[str, Any] = {}
+    for layer in progress(s.mi_layers, desc="vulnerability (layers)", total=len(s.mi_layers), enable=show):
+        torch.manual_seed(seed)
+        per_layer[layer] = vulnerability(representation(model, layer), x, thr, num_classes=te.info.num_classes,
+                                         layer=layer, **kw).to_dict()
+    head = per_layer["penultimate"] if "penultimate" in per_layer else per_layer[s.mi_layers[0]]
+    m = {"mi_clean": head["mi_clean"]["estimate"], "mi_worst": head["mi_worst"]["estimate"],
+         "vulnerability": head["vulnerability"]["estimate"], "vulnerability_low": head["vulnerability"]["low"],
+         "vulnerability_high": head["vulnerability"]["high"], "accuracy_bound": head["accuracy_bound"]["estimate"]}
+    if len(per_layer) > 1:
+        m["vulnerability_per_layer"] = [[k, v["vulnerability"]["estimate"]] for k, v in per_layer.items()]
+    return m, {"layers": per_layer, "settings": {k: v for k, v in kw.items() if k != "seed"}}
+
+
+def _synbench(model: RobrepModel, s: DemoSizes, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    from .evaluate.synbench import DEFAULT_EPS, DEFAULT_THRESHOLDS, synbench
+
+    r = synbench(model, layer="penultimate", eps=DEFAULT_EPS, thresholds=DEFAULT_THRESHOLDS, scales=s.synbench_scales,
+                 n_train=s.synbench_n, n_test=s.synbench_n, seed=12 + seed)
+    sc = r.scores()[f"{SYNBENCH_THRESHOLD:g}"]
+    d = r.to_dict()
+    m = {"synbench_score": sc["0"], "synbench_robust_score": sc[f"{SYNBENCH_ROBUST_EPS:g}"],
+         "synbench_curve": d["synbench_curve"], "synbench_curve_raw": d["synbench_curve_raw"]}
+    detail = {k: d[k] for k in ("scores", "best_eps", "eps", "thresholds", "scales", "accuracy", "bound", "feature_dim", "config")}
+    return m, detail
+
+
+def _probe(model: RobrepModel, tr: ImageData, te: ImageData, thr: ThreatModel, s: DemoSizes, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    from .evaluate import linear_probe
+
+    r = linear_probe(model, tr.head(s.probe_train_n), te, layer="penultimate", head="linear", train_threat=None, eval_threat=thr,
+                     epochs=s.probe_epochs, lr=1e-3, eval_steps=s.probe_eval_steps, eval_n=s.probe_eval_n, seed=seed)
+    return ({"probe_natural_accuracy": r.natural_accuracy, "probe_adversarial_accuracy": r.adversarial_accuracy},
+            {"train_threat": r.train_threat, "eval": r.eval, "layer": "penultimate", "head": "linear",
+             "train_n": min(s.probe_train_n, len(tr)), "epochs": s.probe_epochs})
+
+
+def _certify(model: RobrepModel, te: ImageData, s: DemoSizes, seed: int, run_dir: Path, show: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    from .certify.smoothing import (
+        certified_accuracy,
+        certified_accuracy_curve,
+        certify,
+        image_generator,
+        write_tsv,
+    )
+
+    x, y = te.head(s.cert_n).tensors()  # type: ignore[attr-defined]
+    dev = next(model.parameters()).device
+    model.eval()
+    rows = []
+    for i in progress(range(len(y)), desc="certify", total=len(y), enable=show):
+        t0 = time.perf_counter()
+        c = certify(model, x[i].to(dev), s.cert_sigma, s.cert_n0, s.cert_samples, s.cert_alpha,
+                    batch_size=max(s.cert_n0, min(s.cert_samples, 1000)), generator=image_generator(seed, i, dev))
+        rows.append({"idx": i, "label": int(y[i]), "predict": c.prediction, "radius": c.radius,
+                     "correct": int(c.prediction == int(y[i])), "time": time.perf_counter() - t0})
+    write_tsv(run_dir / "certify.tsv", rows)
+    radii, correct = [r["radius"] for r in rows], [bool(r["correct"]) for r in rows]
+    max_radius = s.cert_sigma * float(torch.special.ndtri(torch.tensor(s.cert_alpha ** (1.0 / s.cert_samples), dtype=torch.float64)))
+    m = {"smoothed_accuracy": certified_accuracy(radii, correct, 0.0),
+         f"certified_accuracy_r{CERT_REPORT_RADIUS:g}": certified_accuracy(radii, correct, CERT_REPORT_RADIUS),
+         "abstain_rate": sum(r["predict"] < 0 for r in rows) / len(rows),
+         "certified_accuracy_vs_radius": certified_accuracy_curve(radii, correct, CERT_RADII)}
+    return m, {"sigma": s.cert_sigma, "n": len(rows), "n0": s.cert_n0, "samples": s.cert_samples, "alpha": s.cert_alpha,
+               "max_certifiable_radius": max_radius, "noise_trained": False, "tsv": "certify.tsv"}
+
+
+def _pictures(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes, seed: int, run_dir: Path) -> dict[str, Any]:
+    from .attacks import pgd
+    from .visualize import brittleness, interpolate, invert, saliency, ssim, visualize_features
+
+    dev = next(model.parameters()).device
+    model.eval()
+    xs, ys = te.tensors()  # type: ignore[attr-defined]
+    idx = _first_of_class(te, PICTURE_CLASSES)
+    x, y = xs[idx].to(dev), ys[idx].to(dev)
+
+    def gen(k: int) -> torch.Generator:  # one seeded stream per picture
+        return torch.Generator(device=dev).manual_seed(seed * 1000 + k)
+
+    # attack grid (clean, adversarial, perturbation)
+    adv = pgd(model, x, y, thr, steps=s.eval_steps, generator=gen(0)).x_adv
+    save_image_grid([x, adv, amplify(adv - x)], run_dir / "attack_grid.png", labels=["clean", "adversarial", "perturbation"])
+
+    def pick(classes: tuple[int, ...]) -> torch.Tensor:
+        return xs[_first_of_class(te, classes)].to(dev)
+
+    # brittleness: move the source (l2 <= eps) to match the target's representation
+    src, tgt = pick(tuple(a for a, _ in BRITTLE_PAIRS)), pick(tuple(b for _, b in BRITTLE_PAIRS))
+    b = brittleness(model, src, tgt, eps=s.brittle_eps, steps=s.brittle_steps, generator=gen(1))
+    save_image_grid([b.x_source, b.x_target, b.x_adv, amplify(b.x_adv - b.x_source)], run_dir / "brittleness.png",
+                    labels=["source", "target", "source matched", "change"])
+
+    # inversion of the representation from noise
+    inv = invert(model, x, steps=s.vis_steps, step_size=0.1, generator=gen(2))
+    save_image_grid([x, inv.x], run_dir / "inversion.png", labels=["image", "inverted"])
+
+    # interpolation of representations, inverted from the pixel interpolation
+    x1, x2 = pick(tuple(a for a, _ in INTERP_PAIRS)), pick(tuple(c for _, c in INTERP_PAIRS))
+    ip = interpolate(model, x1, x2, n=s.interp_points, steps=s.vis_steps, step_size=0.1)
+    rows, labels = [], []
+    for k in range(len(x1)):
+        rows += [ip.pixel[k], ip.x[k]]
+        labels += [f"pixels {k + 1}", f"repr. {k + 1}"]
+    save_image_grid(rows, run_dir / "interpolation.png", labels=labels)
+
+    # feature visualization: the 8 most active penultimate components, from 2 noise starts
+    from .models import representation
+
+    with torch.no_grad():
+        act = representation(model, "penultimate")(xs.to(dev)).mean(0)
+    comps = [int(c) for c in torch.argsort(act, descending=True)[:8]]
+    fv = visualize_features(model, comps, "noise", n=2, steps=s.feature_steps, step_size=0.1, fake_relu=True, generator=gen(3))
+    save_image_grid([fv.x[:, j] for j in range(fv.x.shape[1])], run_dir / "features.png", labels=["start 1", "start 2"])
+
+    # saliency: input gradient and SmoothGrad of the predicted class
+    g1 = saliency(model, x, method="gradient")
+    g2 = saliency(model, x, method="smoothgrad", samples=s.smoothgrad_samples, generator=gen(4))
+    save_image_grid([x, g1.image, g2.image], run_dir / "saliency.png", labels=["image", "gradient", "SmoothGrad"])
+
+    return {"brittleness_rep_error": float(b.rep_error_after.mean()), "brittleness_rep_error_before": float(b.rep_error_before.mean()),
+            "inversion_rep_error": float(inv.rep_error.mean()), "inversion_ssim": float(ssim(inv.x.detach(), x).mean()),
+            "feature_components": comps}
+
+
+def _run_model(name: str, objective: str, run_dir: Path, tr: ImageData, te: ImageData, thr: ThreatModel, s: DemoSizes, *,
+               fast: bool, device: str, seed: int, show_progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """Train one model into ``run_dir``, measure it, write its metrics.json and record.json."""
+    cfg = TrainConfig(model="small-cnn", dataset="demo", objective=objective, eps=DEMO_EPS if objective != "standard" else 0.0,
+                      epochs=s.epochs, batch_size=64, lr=0.05, seed=seed, device=device, eval_n=0,
+                      objective_kwargs={"steps": s.train_attack_steps} if objective == "pgd" else {})
+    stage = _Stages(name, log)
+    with stage(f"training ({objective}, {s.epochs} epochs)"):
+        res = train(cfg, run_dir, train_data=tr, test_data=te, show_progress=show_progress)
+    model = res.model
+    model.eval()
+    metrics: dict[str, Any] = {}
+    details: dict[str, Any] = {}
+    with stage("accuracy and robust accuracy"):
+        metrics.update(_accuracy(model, te, thr, s, seed))
+    metrics["train_seconds"] = res.seconds
+    with stage("representation vulnerability"):
+        m, details["vulnerability"] = _vulnerability(model, te, thr, s, seed, show_progress)
+    metrics.update(m)
+    with stage("SynBench"):
+        m, details["synbench"] = _synbench(model, s, seed)
+    metrics.update(m)
+    with stage("linear probe"):
+        m, details["probe"] = _probe(model, tr, te, thr, s, seed)
+    metrics.update(m)
+    with stage("randomized smoothing"):
+        m, details["certification"] = _certify(model, te, s, seed, run_dir, show_progress)
+    metrics.update(m)
+    with stage("pictures"):
+        pics = _pictures(model, te, thr, s, seed, run_dir)
+    details["pictures"] = {"feature_components": pics.pop("feature_components"), "brittle_eps": s.brittle_eps,
+                           "brittle_pairs": BRITTLE_PAIRS, "interp_pairs": INTERP_PAIRS}
+    metrics.update(pics)
+    metrics["stage_seconds"] = stage.seconds
+    metrics["details"] = details
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    write_record(run_dir, "demo", cfg.to_dict(), metrics, demo={"eps": DEMO_EPS, "norm": "linf", "fast": fast, "sizes": asdict(s)})
+    return metrics
+
+
 def run_demo(out: str | Path = "robrep-demo", *, fast: bool = False, device: str = "auto", seed: int = 0,
-             show_progress: bool = True, log: Callable[[str], None] | None = None) -> DemoResult:
-    """Run the demo into ``out`` and return where its report is."""
+             show_progress: bool = True, log: Callable[[str], None] | None = None, sizes: DemoSizes | None = None) -> DemoResult:
+    """Run the demo into ``out`` and return where its report is.
+
+    Args:
+        out: demo folder; ``out/standard`` and ``out/robust`` are run folders.
+        fast: use :data:`FAST` sizes (tests) instead of :data:`FULL` (<= 10 minutes on 2 CPU cores).
+        device: ``auto``, ``cpu``, ``cuda``...
+        seed: seeds training, attacks, critics, noise and pictures.
+        show_progress: progress bars on stderr.
+        log: one-line stage messages (e.g. to stderr).
+        sizes: override the preset sizes.
+    """
     from .report.html import write_report
 
     log = log or (lambda s: None)
+    s = sizes or (FAST if fast else FULL)
     out = Path(out)
     t0 = time.time()
     tr, te = load_dataset("demo", "train"), load_dataset("demo", "test")
-    if fast:
-        tr, te = tr.fraction(0.2, seed=seed), te.head(200)
-    epochs = 2 if fast else 8
+    tr = tr.fraction(s.train_fraction, seed=seed)
+    te = te.head(s.test_n)
     thr = threat("linf", DEMO_EPS)
     runs: dict[str, Path] = {}
-    summary: dict[str, Any] = {"eps": DEMO_EPS, "norm": "linf", "models": {}}
+    summary: dict[str, Any] = {"eps": DEMO_EPS, "norm": "linf", "fast": fast, "sizes": asdict(s), "models": {}}
     for name, objective in (("standard", "standard"), ("robust", "pgd")):
-        cfg = TrainConfig(model="small-cnn", dataset="demo", objective=objective, eps=DEMO_EPS if objective != "standard" else 0.0,
-                          epochs=epochs, batch_size=64, lr=0.05, seed=seed, device=device, eval_n=0,
-                          objective_kwargs={"steps": 5} if objective == "pgd" else {})
-        log(f"[demo] training the {name} model ({objective}) ...")
-        res = train(cfg, out / name, train_data=tr, test_data=te, show_progress=show_progress)
-        model = res.model
         runs[name] = out / name
-        ev = evaluate(model, te, threat=thr, attack="pgd", attack_kwargs={"steps": 20}, seed=seed)
-        curve = [(0.0, ev.clean_accuracy)]
-        for e in (0.05, DEMO_EPS, 0.15):
-            r = evaluate(model, te, threat=thr.with_eps(e), attack="pgd", attack_kwargs={"steps": 20}, seed=seed)
-            curve.append((e, r.robust_accuracy))
-        metrics = {"clean_accuracy": ev.clean_accuracy, "robust_accuracy": ev.robust_accuracy, "n": ev.n,
-                   "robust_accuracy_vs_eps": curve, "train_seconds": res.seconds}
-        x, y = next(iter(te.head(8).batches(8)))
-        from .attacks import pgd
-
-        adv = pgd(model, x, y, thr, steps=20, generator=torch.Generator().manual_seed(seed)).x_adv
-        save_image_grid([x, adv, amplify(adv - x)], out / name / "attack_grid.png", labels=["clean", "adversarial", "perturbation"])
-        atomic_write_json(out / name / "metrics.json", metrics)
-        write_record(out / name, "demo", cfg.to_dict(), metrics)
-        summary["models"][name] = metrics
+        summary["models"][name] = _run_model(name, objective, runs[name], tr, te, thr, s, fast=fast, device=device, seed=seed,
+                                             show_progress=show_progress, log=log)
     summary["seconds"] = time.time() - t0
     atomic_write_json(out / "summary.json", summary)
-    report = write_report([runs["standard"], runs["robust"]], out / "report.html", title="robrep demo")
-    rows = [f"{'model':<10} {'clean':>7} {'robust@' + format(DEMO_EPS, 'g'):>10}"]
-    for n, m in summary["models"].items():
-        rows.append(f"{n:<10} {m['clean_accuracy']:>7.3f} {m['robust_accuracy']:>10.3f}")
-    return DemoResult(out, report, summary, "\n".join(rows))
+    report = write_report([runs["standard"], runs["robust"]], out / "report.html", title="robrep demo", notes=_notes(s, fast))
+    return DemoResult(out, report, summary, summary_table(summary))
+
+
+def _notes(s: DemoSizes, fast: bool) -> list[str]:
+    r_max = s.cert_sigma * float(torch.special.ndtri(torch.tensor(s.cert_alpha ** (1.0 / s.cert_samples), dtype=torch.float64)))
+    notes = [
+        f"Two small CNNs on the bundled Fashion-MNIST subset: standard (plain training) and robust "
+        f"(PGD adversarial training, l∞ eps = {DEMO_EPS:g}). Robust accuracy: PGD-{s.eval_steps} at l∞ eps = {DEMO_EPS:g} "
+        f"on the first {s.test_n} test images.",
+        f"Representation vulnerability (Zhu et al. 2020): clean minus worst-case mutual information (nats, DV bound) of the "
+        f"penultimate layer at the same eps, from {s.mi_critics} small separable MLP critics (the paper uses a larger "
+        f"convolutional critic) trained for {s.mi_steps} steps on {s.mi_n} test "
+        f"images: a rough estimate, read it with its interval (vulnerability_low .. high). accuracy_bound is Fano's bound on "
+        f"the adversarial accuracy of any classifier on the representation; 1 means it does not constrain.",
+        f"SynBench (Ko et al.): score at threshold accuracy {SYNBENCH_THRESHOLD:g} for eps 0 and {SYNBENCH_ROBUST_EPS:g} "
+        f"(relative l2 radius), {len(s.synbench_scales)} scales × {s.synbench_n} realizations per split.",
+        f"Certified accuracy: randomized smoothing (Cohen et al. 2019) with sigma = {s.cert_sigma:g}, n0 = {s.cert_n0}, "
+        f"n = {s.cert_samples}, alpha = {s.cert_alpha:g} on the first {s.cert_n} test images (no radius above "
+        f"{r_max:.3f} can be certified with this n). Neither model was trained with Gaussian noise, so both smoothed "
+        f"classifiers are weak; this measures the models as they are, not what smoothing achieves with noise training.",
+    ]
+    if fast:
+        notes.append("--fast run: tiny budgets to check the pipeline; do not draw conclusions from these numbers.")
+    return notes
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """The short terminal table of a demo summary (one line per model)."""
+    cols = [("clean", "clean_accuracy"), (f"robust@{summary['eps']:g}", "robust_accuracy"), ("RV(nats)", "vulnerability"),
+            ("acc.bound", "accuracy_bound"), ("SynBench", "synbench_score"), ("probe", "probe_natural_accuracy"),
+            ("probe-adv", "probe_adversarial_accuracy"), (f"cert@{CERT_REPORT_RADIUS:g}", f"certified_accuracy_r{CERT_REPORT_RADIUS:g}")]
+    w = [max(len(h), 6) for h, _ in cols]
+    rows = [f"{'model':<9}" + "".join(f" {h:>{n}}" for (h, _), n in zip(cols, w))]
+    for name, m in summary["models"].items():
+        vals = []
+        for (_, k), n in zip(cols, w):
+            v = m.get(k)
+            vals.append(f" {v:>{n}.3f}" if isinstance(v, (int, float)) and math.isfinite(v) else f" {'-':>{n}}")
+        rows.append(f"{name:<9}" + "".join(vals))
+    return "\n".join(rows)

@@ -3,7 +3,7 @@
 from .apgd import apgd
 from .compose import ATTACKS, Attack, create_attack, list_attacks, worst_case
 from .losses import ATTACK_LOSSES, ce_loss, cw_margin, dlr_loss, repr_l2
-from .pgd import AttackResult, default_step_size, fgsm, pgd
+from .pgd import AttackResult, default_step_size, fgsm, pgd, pgd_perturb
 from .representation import representation_attack
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "fgsm",
     "list_attacks",
     "pgd",
+    "pgd_perturb",
     "repr_l2",
     "representation_attack",
     "worst_case",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._compile import maybe_compile
 from ..errors import InputError
 from ..threats import L2Ball, LinfBall, ThreatModel
 from .losses import AttackLoss, get_loss
@@ -39,16 +40,19 @@ def apgd(
     rho: float = 0.75,
     generator: torch.Generator | None = None,
     check: bool = True,
+    compile: bool = False,
 ) -> AttackResult:
     """APGD on ``loss`` (``"ce"`` for APGD-CE, ``"dlr"`` for APGD-DLR).
 
     Each restart runs on the examples not yet successfully attacked (cascade); the best iterate
-    per example is kept. Cost per restart: ``steps + 1`` forward/backward passes.
+    per example is kept. Cost per restart: ``steps + 1`` forward/backward passes. ``compile``
+    runs the model through ``torch.compile`` (opt-in).
     """
     if check:
         _validate(model, x, threat, steps, restarts)
     if not isinstance(threat, (LinfBall, L2Ball)):
         raise InputError(f"apgd supports linf and l2 threat models, not {threat.norm}; use pgd for l1")
+    net = maybe_compile(model, compile)
     loss_fn = get_loss(loss)
     sign = -1.0 if targeted else 1.0
     x = x.detach()
@@ -75,9 +79,9 @@ def apgd(
             t = _randn_like(x0, generator)
             x_adv = (x0 + eps * t / (t.flatten(1).norm(dim=1).view(view) + 1e-12)).clamp(0, 1)
 
-        def grad_at(xa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        def grad_at(xa: torch.Tensor, t0: torch.Tensor = t0, succ_of=succ_of) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
             xa = xa.clone().requires_grad_(True)
-            out = model(xa)
+            out = net(xa)
             lv = loss_fn(out, t0)
             (g,) = torch.autograd.grad(lv.sum() * sign, xa)
             return g.detach(), (lv * sign).detach().float(), succ_of(out).detach()
@@ -110,8 +114,10 @@ def apgd(
             with torch.no_grad():
                 tracker.update(x_adv, lval * sign, succ, idx)
                 loss_steps[i] = lval
-                imp = lval > loss_best
-                x_best[imp], grad_best[imp], loss_best[imp] = x_adv[imp], grad[imp], lval[imp]
+                imp = lval > loss_best  # branch-free in-place selections (no mask gathers)
+                torch.where(imp.view(view), x_adv, x_best, out=x_best)
+                torch.where(imp.view(view), grad, grad_best, out=grad_best)
+                torch.where(imp, lval, loss_best, out=loss_best)
                 counter3 += 1
                 if counter3 == k:
                     lo = max(i - k, 0)
@@ -121,10 +127,10 @@ def apgd(
                     osc = osc | no_impr
                     reduced_last = osc
                     loss_best_last = loss_best.clone()
-                    if osc.any():
-                        step[osc] /= 2.0
-                        x_adv[osc] = x_best[osc]
-                        grad[osc] = grad_best[osc]
+                    ov = osc.view(view)  # halve the step and restart from the best point (no host sync)
+                    step = torch.where(ov, step / 2.0, step)
+                    x_adv = torch.where(ov, x_best, x_adv)
+                    grad = torch.where(ov, grad_best, grad)
                     k = max(k - size_decr, n_min)
                     counter3 = 0
     return AttackResult(tracker.x, tracker.loss, tracker.success, queries)

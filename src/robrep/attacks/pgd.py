@@ -1,7 +1,8 @@
 """Projected gradient descent (Madry et al., ICLR 2018) on any differentiable objective.
 
 Cost: ``steps`` forward+backward passes w.r.t. the input per restart (parameter gradients are
-never computed), plus one forward pass for the last iterate when ``keep_best`` is on.
+never computed), plus one forward pass for the last iterate's loss and success;
+:func:`pgd_perturb` (adversarial training) skips that pass and all bookkeeping.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .._compile import maybe_compile
 from ..errors import InputError
 from ..models.base import check_images
-from ..threats import ThreatModel
+from ..threats import LinfBall, ThreatModel
 from .losses import AttackLoss, get_loss, is_classification_loss
 
-__all__ = ["AttackResult", "pgd", "fgsm", "default_step_size", "Tracker"]
+__all__ = ["AttackResult", "pgd", "pgd_perturb", "fgsm", "default_step_size", "Tracker"]
 
 
 @dataclass(frozen=True)
@@ -43,30 +45,46 @@ def default_step_size(threat: ThreatModel, steps: int) -> float:
     return 2.5 * threat.eps / max(steps, 1)
 
 
+def _bview(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    return t.view(-1, *([1] * (ndim - 1)))
+
+
 class Tracker:
     """Keeps, per example, the best iterate seen: a successful one beats an unsuccessful one;
-    otherwise the larger (untargeted) or smaller (targeted) loss wins."""
+    otherwise the larger (untargeted) or smaller (targeted) loss wins.
+
+    Updates are branch-free selections (``torch.where`` with a (B, 1, 1, 1) mask, written in
+    place): no boolean-mask gathers, no host synchronisation, no new image-sized buffers.
+    """
 
     def __init__(self, x: torch.Tensor, targeted: bool) -> None:
+        self.targeted = targeted
         self.sign = -1.0 if targeted else 1.0
-        self.x = x.clone()
+        self.x = x.detach().clone()
         self.score = torch.full((x.shape[0],), float("-inf"), device=x.device)
         self.loss = torch.full((x.shape[0],), float("nan"), device=x.device)
         self.success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
 
     @torch.no_grad()
     def update(self, x_new: torch.Tensor, loss: torch.Tensor, success: torch.Tensor, idx: torch.Tensor | None = None) -> None:
-        score = self.sign * loss.detach().float()
+        """Offer ``x_new`` (with its per-example ``loss`` and ``success``) for the examples
+        ``idx`` (all when None); each example keeps the better of its current and new point."""
+        loss = loss.detach().float()
+        score = -loss if self.targeted else loss
+        x_new = x_new.detach()
         if idx is None:
             better = (success & ~self.success) | ((success == self.success) & (score > self.score))
-            self.x[better] = x_new[better].detach()
-            self.score[better], self.loss[better], self.success[better] = score[better], loss.detach().float()[better], success[better]
+            torch.where(_bview(better, x_new.ndim), x_new, self.x, out=self.x)
+            torch.where(better, score, self.score, out=self.score)
+            torch.where(better, loss, self.loss, out=self.loss)
+            self.success |= success  # a success is never replaced by a failure
         else:
-            cur_s, cur = self.success[idx], self.score[idx]
+            cur_s, cur = self.success.index_select(0, idx), self.score.index_select(0, idx)
             better = (success & ~cur_s) | ((success == cur_s) & (score > cur))
-            j = idx[better]
-            self.x[j] = x_new[better].detach()
-            self.score[j], self.loss[j], self.success[j] = score[better], loss.detach().float()[better], success[better]
+            self.x.index_copy_(0, idx, torch.where(_bview(better, x_new.ndim), x_new, self.x.index_select(0, idx)))
+            self.score.index_copy_(0, idx, torch.where(better, score, cur))
+            self.loss.index_copy_(0, idx, torch.where(better, loss, self.loss.index_select(0, idx)))
+            self.success.index_copy_(0, idx, cur_s | success)
 
 
 def _success_fn(loss: str | AttackLoss, target: torch.Tensor, targeted: bool) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -85,6 +103,77 @@ def _validate(model: nn.Module, x: torch.Tensor, threat: ThreatModel, steps: int
         raise InputError(f"steps must be >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
 
 
+def _start(x: torch.Tensor, threat: ThreatModel, randomized: bool, generator: torch.Generator | None) -> torch.Tensor:
+    return threat.random_start(x, generator) if randomized else x.clone()
+
+
+def _iterate(
+    net: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    x_adv: torch.Tensor,
+    threat: ThreatModel,
+    loss_fn: AttackLoss,
+    alpha: float,
+    steps: int,
+    targeted: bool,
+    on_point: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None,
+) -> torch.Tensor:
+    """``steps`` PGD steps from ``x_adv`` (a fresh tensor, updated in place); calls
+    ``on_point(x_k, loss_k, output_k)`` for every iterate whose loss is computed (all but the
+    last); returns the last iterate."""
+    linf = isinstance(threat, LinfBall)
+    if linf and steps > 0:  # the ball-and-box projection is a clamp between two fixed images
+        lo = (x - threat.eps).clamp_(0.0, 1.0)
+        hi = (x + threat.eps).clamp_(0.0, 1.0)
+    for _k in range(steps):
+        x_adv.requires_grad_(True)
+        out = net(x_adv)
+        lval = loss_fn(out, target)
+        total = lval.sum()
+        (grad,) = torch.autograd.grad(-total if targeted else total, x_adv)
+        with torch.no_grad():
+            x_adv = x_adv.detach()
+            if on_point is not None:
+                on_point(x_adv, lval, out)
+            if linf:  # x + alpha*sign(g) (alpha*sign is exact), then the exact projection, in place
+                x_adv.add_(grad.sign(), alpha=alpha).clamp_(lo, hi)
+            else:
+                x_adv = threat.project(x_adv + threat.ascent(grad, alpha), x)
+    return x_adv.detach()
+
+
+def pgd_perturb(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    threat: ThreatModel,
+    *,
+    steps: int = 10,
+    step_size: float | None = None,
+    loss: str | AttackLoss = "ce",
+    random_start: bool = True,
+    targeted: bool = False,
+    generator: torch.Generator | None = None,
+    check: bool = True,
+    compile: bool = False,
+) -> torch.Tensor:
+    """The last PGD iterate only (Madry et al. 2018), for adversarial training: exactly
+    ``steps`` forward+backward passes w.r.t. the input, no best-iterate bookkeeping and no
+    final forward pass. Equals ``pgd(..., keep_best=False, restarts=1).x_adv`` bit for bit.
+
+    Returns:
+        (B, C, H, W) adversarial inputs inside the ball and [0,1].
+    """
+    if check:
+        _validate(model, x, threat, steps, 1)
+    net = maybe_compile(model, compile)
+    alpha = default_step_size(threat, steps) if step_size is None else float(step_size)
+    x = x.detach()
+    start = _start(x, threat, random_start and threat.eps > 0, generator)
+    return _iterate(net, x, target, start, threat, get_loss(loss), alpha, steps, targeted, None)
+
+
 def pgd(
     model: nn.Module,
     x: torch.Tensor,
@@ -100,6 +189,7 @@ def pgd(
     keep_best: bool = True,
     generator: torch.Generator | None = None,
     check: bool = True,
+    compile: bool = False,
 ) -> AttackResult:
     """PGD: ``x_{k+1} = Proj(x_k + step * ascent_direction(grad))`` under ``threat``.
 
@@ -113,49 +203,63 @@ def pgd(
         loss: name in ``ATTACK_LOSSES`` (``ce``, ``cw``, ``dlr``, ``repr``) or a callable
             ``(output, target) -> (B,)``.
         random_start: start from a uniform point of the ball (else from ``x``).
-        restarts: independent runs; the best per example is kept.
+        restarts: independent runs; the best per example is kept. Restarts after the first run
+            only on the examples not yet successfully attacked (a success is final, so the
+            success flags -- robust accuracy -- are those of running every restart on every
+            example; the random starts are drawn for the whole batch, so the generator advances
+            exactly as before).
         targeted: minimise the loss (reach the target) instead of maximising it.
         keep_best: return the best iterate per example (else the last one).
         generator: random source for the starts (reproducibility).
         check: validate inputs (shape, finite, [0,1]).
+        compile: run the model through ``torch.compile`` (opt-in; compiled once per model).
 
     Returns:
-        :class:`AttackResult`.
+        :class:`AttackResult`; ``queries`` counts the forward passes per example of the
+        restarts run (``restarts * (steps + 1)`` at most).
+
+    Cost: ``steps`` forward+backward passes w.r.t. the input per restart, plus one forward pass
+    for the last iterate (its loss and success; with ``keep_best`` the other iterates' losses
+    come free with their gradients). Use :func:`pgd_perturb` when only ``x_adv`` is needed.
 
     Shape:
         - x: (B, C, H, W); target: (B,) or (B, ...).
     """
     if check:
         _validate(model, x, threat, steps, restarts)
+    net = maybe_compile(model, compile)
     loss_fn = get_loss(loss)
-    success_of = _success_fn(loss, target, targeted)
     alpha = default_step_size(threat, steps) if step_size is None else float(step_size)
-    sign = -1.0 if targeted else 1.0
+    randomized = random_start and threat.eps > 0
     x = x.detach()
+    if not keep_best and restarts == 1:
+        success_of = _success_fn(loss, target, targeted)
+        x_adv = _iterate(net, x, target, _start(x, threat, randomized, generator), threat, loss_fn, alpha, steps, targeted, None)
+        with torch.no_grad():
+            out = net(x_adv)
+            return AttackResult(x_adv, loss_fn(out, target).float(), success_of(out), steps + 1)
     tracker = Tracker(x, targeted)
     queries = 0
-    for _ in range(restarts):
-        x_adv = threat.random_start(x, generator) if (random_start and threat.eps > 0) else x.clone()
-        for _k in range(steps):
-            x_adv.requires_grad_(True)
-            out = model(x_adv)
-            lval = loss_fn(out, target)
-            (grad,) = torch.autograd.grad(lval.sum() * sign, x_adv)
-            queries += 1
-            with torch.no_grad():
-                x_cur = x_adv.detach()
-                if keep_best:
-                    tracker.update(x_cur, lval, success_of(out))
-                x_adv = threat.project(x_cur + threat.ascent(grad, alpha), x)
-        if keep_best or restarts > 1:
-            with torch.no_grad():
-                out = model(x_adv)
-                tracker.update(x_adv, loss_fn(out, target), success_of(out))
-                queries += 1
+    for r in range(restarts):
+        idx: torch.Tensor | None = None
+        if r == 0:
+            xs, ts, start = x, target, _start(x, threat, randomized, generator)
         else:
-            with torch.no_grad():
-                out = model(x_adv)
-                return AttackResult(x_adv, loss_fn(out, target).float(), success_of(out), queries + 1)
+            full_start = _start(x, threat, randomized, generator)  # same draws as a full-batch restart
+            idx = torch.nonzero(~tracker.success).flatten()
+            if idx.numel() == 0:
+                continue
+            xs, ts, start = x[idx], target[idx], full_start[idx]
+        success_of = _success_fn(loss, ts, targeted)
+        on_point = None
+        if keep_best:
+            def on_point(xk: torch.Tensor, lk: torch.Tensor, out: torch.Tensor, _s=success_of, _i=idx) -> None:
+                tracker.update(xk, lk, _s(out), _i)
+        x_last = _iterate(net, xs, ts, start, threat, loss_fn, alpha, steps, targeted, on_point)
+        with torch.no_grad():
+            out = net(x_last)
+            tracker.update(x_last, loss_fn(out, ts), success_of(out), idx)
+        queries += steps + 1
     return AttackResult(tracker.x, tracker.loss, tracker.success, queries)
 
 

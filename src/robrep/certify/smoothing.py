@@ -13,7 +13,9 @@ images are certified, or in which order.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -46,6 +48,8 @@ __all__ = [
     "Certificate",
     "certified_accuracy",
     "certify_dataset",
+    "CertifyRun",
+    "certify_dataset_resumable",
     "certified_accuracy_curve",
     "write_tsv",
     "read_tsv",
@@ -427,3 +431,88 @@ def certify_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: f
         if progress is not None:
             progress(j)
     return rows
+
+
+@dataclass(frozen=True)
+class CertifyRun:
+    """Result of :func:`certify_dataset_resumable`.
+
+    Attributes:
+        rows: one row per image, as :func:`certify_dataset` gives them after a JSON round trip
+            (missing values such as grayscale channel radii are None).
+        chunks_done: chunks merged into ``rows``.
+        chunks_resumed: of those, chunks read back from the run folder instead of computed.
+        seconds: certification time summed over all chunks (including those of earlier runs).
+    """
+
+    rows: list[dict[str, Any]]
+    chunks_done: int
+    chunks_resumed: int
+    seconds: float
+
+
+def certify_dataset_resumable(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float,
+                              out: str | os.PathLike[str] | None = None, *, chunk_size: int = 50, resume: bool = False,
+                              overwrite: bool = False, fingerprint_extra: dict[str, Any] | None = None, order: int = 0,
+                              n0: int = 100, n: int = 100_000, alpha: float = 1e-3, batch_size: int = 1000, seed: int = 0,
+                              indices: Sequence[int] | None = None, progress: Any = None) -> CertifyRun:
+    """:func:`certify_dataset` in chunks of ``chunk_size`` images that can be resumed.
+
+    With ``out``, each finished chunk's rows are written atomically to
+    ``out/chunks/chunk-NNNNN.json`` with a fingerprint of the run (model weights, images,
+    labels, indices, sigma, order, n0, n, alpha, batch size, seed, chunk size, plus
+    ``fingerprint_extra``). ``resume=True`` skips the chunks already there; a chunk of another
+    configuration raises :class:`~robrep.errors.InputError`, and so do finished chunks without
+    ``resume`` (unless ``overwrite=True`` discards them). Each image draws its noise from
+    ``image_generator(seed, idx)``, so the rows do not depend on the chunking or on which run
+    computed which chunk (the ``time`` column aside).
+
+    Args:
+        model, x, y, sigma, order, n0, n, alpha, batch_size, seed, indices: as :func:`certify_dataset`.
+        out: run folder for the chunk files (None: nothing is written).
+        chunk_size: images per chunk.
+        resume, overwrite: what to do with finished chunks already in ``out``.
+        fingerprint_extra: more JSON settings identifying the run (e.g. dataset name and split).
+        progress: optional callable ``progress(j)`` after each newly certified image (j: position in x).
+    """
+    from ..io.atomic import to_jsonable
+
+    if chunk_size < 1:
+        raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
+    if (resume or overwrite) and out is None:
+        raise InputError("resume and overwrite need a run folder: pass --out (out=...)")
+    if order not in (0, 1):
+        raise InputError(f"order must be 0 or 1, got {order}")
+    _check_n_alpha(n, alpha)
+    if x.ndim != 4 or y.shape[:1] != x.shape[:1]:
+        raise InputError(f"need x (N, C, H, W) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+    idxs = list(range(x.shape[0])) if indices is None else [int(i) for i in indices]
+    if len(idxs) != x.shape[0]:
+        raise InputError(f"{len(idxs)} indices for {x.shape[0]} images; give one index per image")
+    bounds = [(s, min(s + chunk_size, len(idxs))) for s in range(0, len(idxs), chunk_size)]
+    store = None
+    if out is not None:
+        from ..io.chunks import ChunkStore, module_digest, tensor_digest
+
+        fp = {"kind": "certify", "model": module_digest(model), "data": tensor_digest(x, y),
+              "indices": tensor_digest(torch.tensor(idxs, dtype=torch.long)), "num_images": len(idxs),
+              "sigma": float(sigma), "order": order, "n0": n0, "n": n, "alpha": alpha, "batch_size": batch_size,
+              "seed": seed, "chunk_size": chunk_size, **(fingerprint_extra or {})}
+        store = ChunkStore.open(out, fp, len(bounds), resume=resume, overwrite=overwrite)
+    rows: list[dict[str, Any]] = []
+    seconds = 0.0
+    for k, (s, e) in enumerate(bounds):
+        if store is not None and k in store.done:
+            part = store.done[k]
+        else:
+            t0 = time.perf_counter()
+            step = None if progress is None else (lambda j, s=s: progress(s + j))
+            new = certify_dataset(model, x[s:e], y[s:e], sigma, order=order, n0=n0, n=n, alpha=alpha,
+                                  batch_size=batch_size, seed=seed, indices=idxs[s:e], progress=step)
+            part = {"start": s, "stop": e, "seconds": time.perf_counter() - t0,
+                    "rows": json.loads(json.dumps(to_jsonable(new)))}  # as read back: nan -> None
+            if store is not None:
+                store.write(k, part)
+        rows += part["rows"]
+        seconds += float(part["seconds"])
+    return CertifyRun(rows, len(bounds), len(store.done) if store is not None else 0, seconds)

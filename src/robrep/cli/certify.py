@@ -27,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch-size", type=int, default=1000, help="noisy images per forward pass")
     p.add_argument("--radii", type=float, nargs="*", default=None,
                    help="radii of the summary table (default: multiples of sigma/2 up to 4 sigma)")
+    p.add_argument("--chunk-size", type=int, default=50,
+                   help="images per chunk; with --out each finished chunk is saved in OUT/chunks")
+    p.add_argument("--resume", action="store_true", help="skip the chunks already finished in --out and merge them")
+    p.add_argument("--overwrite", action="store_true", help="discard finished chunks in --out and start again")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -113,15 +117,23 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..certify.smoothing import FIRST_ORDER_COLUMNS, TSV_COLUMNS, certify_dataset, write_tsv
+    from ..certify.smoothing import (
+        FIRST_ORDER_COLUMNS,
+        TSV_COLUMNS,
+        certify_dataset_resumable,
+        write_tsv,
+    )
     from ..data import load_dataset
     from ..errors import InputError
+    from ..io.atomic import atomic_write_json
     from ..runs import write_record
 
     if args.sigma <= 0:
         raise InputError(f"--sigma must be > 0, got {args.sigma}")
-    if args.n < 2 or args.n0 < 1 or args.num < 1 or args.skip < 1 or args.start < 0:
-        raise InputError("need --n >= 2, --n0 >= 1, --num >= 1, --skip >= 1 and --start >= 0")
+    if args.n < 2 or args.n0 < 1 or args.num < 1 or args.skip < 1 or args.start < 0 or args.chunk_size < 1:
+        raise InputError("need --n >= 2, --n0 >= 1, --num >= 1, --skip >= 1, --start >= 0 and --chunk-size >= 1")
+    if (args.resume or args.overwrite) and not args.out:
+        raise InputError("--resume and --overwrite need --out, the run folder that holds the chunks")
     model, meta = load_checkpoint_arg(args)
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
@@ -140,23 +152,25 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet and ((j + 1) % 10 == 0 or j + 1 == len(idx)):
             log(f"certify: {j + 1}/{len(idx)} images, {time.perf_counter() - t0:.0f}s")
 
-    rows = certify_dataset(model, x, y, args.sigma, order=args.order, n0=args.n0, n=args.n, alpha=args.alpha,
-                           batch_size=args.batch_size, seed=args.seed, indices=idx, progress=progress)
-    seconds = time.perf_counter() - t0
+    run_ = certify_dataset_resumable(model, x, y, args.sigma, args.out, chunk_size=args.chunk_size, resume=args.resume,
+                                     overwrite=args.overwrite, fingerprint_extra={"dataset": dataset, "split": args.split},
+                                     order=args.order, n0=args.n0, n=args.n, alpha=args.alpha, batch_size=args.batch_size,
+                                     seed=args.seed, indices=idx, progress=progress)
+    rows, seconds = run_.rows, run_.seconds  # seconds: certification time of all chunks, resumed ones included
     d = int(x[0].numel())
     metrics: dict[str, Any] = {"dataset": dataset, "split": args.split, "checkpoint": str(args.checkpoint),
                                "sigma": args.sigma, "order": args.order, "n0": args.n0, "n": args.n, "alpha": args.alpha,
                                "num_images": len(idx), "seconds": seconds,
-                               "samples_per_second": len(idx) * (args.n + args.n0) / max(seconds, 1e-9)}
+                               "samples_per_second": len(idx) * (args.n + args.n0) / max(seconds, 1e-9),
+                               "chunks_done": run_.chunks_done, "chunks_resumed": run_.chunks_resumed}
     metrics |= summarize(rows, args.sigma, args.order, d, args.radii)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         cols = TSV_COLUMNS if args.order == 0 else TSV_COLUMNS[:4] + FIRST_ORDER_COLUMNS + TSV_COLUMNS[4:]
         write_tsv(out / "certify.tsv", rows, cols)
-        from ..io.atomic import atomic_write_json
-
         atomic_write_json(out / "per_image.json", {"rows": rows})
+        atomic_write_json(out / "result.json", metrics)
         write_record(out, "certify", vars(args) | {"func": None}, metrics)
         _plot(metrics, out / "certified_accuracy.png", f"{dataset} sigma={args.sigma} order={args.order} n={args.n}")
     tab = metrics["certified_accuracy_table"]

