@@ -36,26 +36,35 @@ def cell(vals: list[float], n: int) -> str:
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
-    """Bar chart: standard-probe natural and PGD accuracy per method (mean over seeds, seed dots)."""
+    """Bar chart: natural and PGD accuracy per method for the standard probe and, where present,
+    the adversarially trained probe (mean over seeds as bars, each seed as a dot)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(summary), figsize=(5.2 * len(summary), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(summary), figsize=(6.0 * len(summary), 3.8), squeeze=False)
     for ax, (ds, rows) in zip(axes[0], summary.items()):
         ms = sorted(rows, key=lambda k: ORDER.index(k) if k in ORDER else 99)
-        for off, key, col in ((-0.2, "natural", "tab:blue"), (0.2, "adversarial", "tab:red")):
-            vals = [[100 * r["std_probe"][key] for r in rows[m]] for m in ms]
-            ax.bar([i + off for i in range(len(ms))], [sum(v) / len(v) for v in vals], 0.4, color=col, alpha=0.6,
-                   label="natural" if key == "natural" else "PGD (linf)")
+        series = [("std_probe", "natural", "tab:blue", "std probe, natural"),
+                  ("std_probe", "adversarial", "tab:red", "std probe, PGD (linf)")]
+        if any("adv_probe" in r for rs in rows.values() for r in rs):
+            series += [("adv_probe", "natural", "tab:cyan", "adv probe, natural"),
+                       ("adv_probe", "adversarial", "tab:orange", "adv probe, PGD (linf)")]
+        w = 0.8 / len(series)
+        for j, (probe, key, col, lab) in enumerate(series):
+            off = (j - (len(series) - 1) / 2) * w
+            vals = [[100 * r[probe][key] for r in rows[m] if probe in r] for m in ms]
+            ax.bar([i + off for i in range(len(ms))], [sum(v) / len(v) if v else 0.0 for v in vals], w, color=col,
+                   alpha=0.6, label=lab)
             for i, v in enumerate(vals):
-                ax.scatter([i + off] * len(v), v, s=8, color="k", zorder=3)
+                ax.scatter([i + off] * len(v), v, s=6, color="k", zorder=3)
         ax.set_xticks(range(len(ms)), ms, rotation=35, ha="right", fontsize=8)
         ax.set_ylabel("linear-probe accuracy %")
         ax.set_title(ds, fontsize=10)
-        ax.set_ylim(0, 100)
-        ax.legend(fontsize=8)
+        ax.set_ylim(0, 118)
+        ax.set_yticks(range(0, 101, 20))
+        ax.legend(fontsize=7, ncol=2, loc="upper center")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

@@ -92,7 +92,7 @@ class DemoSizes:
 FULL = DemoSizes(
     train_fraction=1.0, epochs=8, train_attack_steps=5,
     test_n=1000, eval_steps=20, curve_eps=(0.05, 0.1, 0.15, 0.2),
-    mi_n=1000, mi_layers=("penultimate", "logits"), mi_critics=2, mi_steps=150, mi_batch=128,
+    mi_n=1000, mi_layers=("penultimate", "logits"), mi_critics=2, mi_steps=120, mi_batch=96,
     mi_attack_steps=3, mi_eval_attack_steps=10, mi_eval_batches=4,
     synbench_scales=tuple(round(0.2 * k - 0.1, 1) for k in range(1, 26)), synbench_n=1024,
     probe_train_n=5000, probe_epochs=20, probe_eval_n=1000, probe_eval_steps=20,
@@ -103,7 +103,7 @@ FULL = DemoSizes(
 FAST = DemoSizes(
     train_fraction=0.2, epochs=2, train_attack_steps=5,
     test_n=200, eval_steps=20, curve_eps=(0.05, 0.1, 0.15, 0.2),
-    mi_n=384, mi_layers=("penultimate", "logits"), mi_critics=2, mi_steps=40, mi_batch=64,
+    mi_n=384, mi_layers=("penultimate", "logits"), mi_critics=2, mi_steps=30, mi_batch=64,
     mi_attack_steps=2, mi_eval_attack_steps=5, mi_eval_batches=2,
     synbench_scales=tuple(round(0.5 * k, 1) for k in range(1, 10)), synbench_n=256,
     probe_train_n=1000, probe_epochs=5, probe_eval_n=200, probe_eval_steps=10,
@@ -153,13 +153,15 @@ class _Stages:
     def __init__(self, name: str, log: Callable[[str], None]) -> None:
         self.name, self.log = name, log
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
         self.log(f"[demo] {self.name}: {stage} ...")
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         yield
         self.seconds[stage] = round(time.perf_counter() - t, 2)
+        self.cpu_seconds[stage] = round(time.process_time() - c, 2)
 
 
 def _accuracy(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes, seed: int) -> dict[str, Any]:
@@ -342,6 +344,7 @@ def _run_model(name: str, objective: str, run_dir: Path, tr: ImageData, te: Imag
                            "brittle_pairs": BRITTLE_PAIRS, "interp_pairs": INTERP_PAIRS}
     metrics.update(pics)
     metrics["stage_seconds"] = stage.seconds
+    metrics["stage_cpu_seconds"] = stage.cpu_seconds  # process CPU time: near the idle time on a loaded machine with 1 thread
     metrics["details"] = details
     atomic_write_json(run_dir / "metrics.json", metrics)
     write_record(run_dir, "demo", cfg.to_dict(), metrics, demo={"eps": DEMO_EPS, "norm": "linf", "fast": fast, "sizes": asdict(s)})
