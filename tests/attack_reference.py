@@ -107,7 +107,8 @@ def reference_pgd(
     tracker = RefTracker(x, targeted)
     queries = 0
     for _ in range(restarts):
-        x_adv = threat.random_start(x, generator) if (random_start and threat.eps > 0) else x.clone()
+        # the start is the threat's attack_start (changed for l2 after this reference was frozen)
+        x_adv = threat.attack_start(x, generator) if (random_start and threat.eps > 0) else x.clone()
         for _k in range(steps):
             x_adv.requires_grad_(True)
             out = model(x_adv)

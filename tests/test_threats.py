@@ -105,3 +105,19 @@ def test_bad_eps(eps: float) -> None:
 def test_unknown_norm() -> None:
     with pytest.raises(UnknownNameError, match="linf"):
         robrep.threat("l3", 0.1)
+
+
+def test_l2_attack_start_has_radius_uniform_in_0_eps_and_linf_uses_random_start():
+    import robrep
+
+    x = torch.full((4000, 1, 8, 8), 0.5)
+    t = robrep.threat("l2", 1.0)  # d = 64: a volume-uniform radius would be >= 0.9 eps for 99.9 % of draws
+    s = t.attack_start(x, torch.Generator().manual_seed(0))
+    r = (s - x).flatten(1).norm(dim=1) / t.eps
+    assert bool(t.contains(s, x).all())
+    assert abs(float(r.mean()) - 0.5) < 0.02 and abs(float((r < 0.5).float().mean()) - 0.5) < 0.03
+    assert abs(float((r < 0.1).float().mean()) - 0.1) < 0.02  # P(r < 0.1 eps) = 0.1, not 0.1**64
+    v = t.random_start(x, torch.Generator().manual_seed(0))
+    assert float(((v - x).flatten(1).norm(dim=1) / t.eps).min()) > 0.85  # the ball's volume sits at its surface
+    li = robrep.threat("linf", 0.1)
+    assert torch.equal(li.attack_start(x, torch.Generator().manual_seed(1)), li.random_start(x, torch.Generator().manual_seed(1)))

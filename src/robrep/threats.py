@@ -81,6 +81,11 @@ class ThreatModel:
         """``x`` plus a uniform random perturbation, clipped to [0,1]."""
         return (x + self.random_delta(x, generator)).clamp_(0.0, 1.0)
 
+    def attack_start(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The random start of iterative attacks (PGD): :meth:`random_start` unless a ball
+        overrides it (l2: radius uniform in [0, eps], see :class:`L2Ball`)."""
+        return self.random_start(x, generator)
+
     def contains(self, x_adv: torch.Tensor, x: torch.Tensor, tol: float = 1e-5) -> torch.Tensor:
         """Per-example bool: inside the ball (with tolerance) and the box."""
         inside = self.norm_of(x_adv - x) <= self.eps * (1 + tol) + tol
@@ -145,6 +150,17 @@ class L2Ball(ThreatModel):
         g = _rand(tuple(x.shape), x, generator, "n")
         r = _rand((b,), x, generator, "u").pow(1.0 / d) * self.eps
         return g / _bshape(g.flatten(1).norm(dim=1).clamp_min(1e-12), g) * _bshape(r, g)
+
+    def attack_start(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A random direction at a radius uniform in [0, eps] (as torchattacks' PGDL2), not uniform
+        in the ball's volume: in high dimension the latter puts every start at the surface
+        (radius u^(1/d) eps), which measured weaker on an MNIST model (PGD-10, 3 restarts, eps 2:
+        84.5 % robust accuracy vs 83.5 % from this start; docs/benchmarks.md)."""
+        b = x.shape[0]
+        g = _rand(tuple(x.shape), x, generator, "n")
+        r = _rand((b,), x, generator, "u") * self.eps
+        delta = g / _bshape(g.flatten(1).norm(dim=1).clamp_min(1e-12), g) * _bshape(r, g)
+        return (x + delta).clamp_(0.0, 1.0)
 
 
 def project_l1_ball(v: torch.Tensor, radius: float) -> torch.Tensor:

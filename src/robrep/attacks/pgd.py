@@ -104,7 +104,7 @@ def _validate(model: nn.Module, x: torch.Tensor, threat: ThreatModel, steps: int
 
 
 def _start(x: torch.Tensor, threat: ThreatModel, randomized: bool, generator: torch.Generator | None) -> torch.Tensor:
-    return threat.random_start(x, generator) if randomized else x.clone()
+    return threat.attack_start(x, generator) if randomized else x.clone()
 
 
 def _iterate(
