@@ -52,3 +52,15 @@ def test_errors_are_one_line_and_exit_2(argv, needle, capsys) -> None:
     assert main(argv + ["--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1 and err.startswith("robrep: error:")
+
+
+@pytest.mark.parametrize("cmd", [["eval"], ["attack", "--n", "2"], ["certify", "--sigma", "0.25"], ["vulnerability", "--eps", "0.1"],
+                                 ["semantic", "--transform", "brightness"], ["saliency"]])
+def test_checkpoint_without_dataset_asks_for_dataset(tmp_path, capsys, cmd) -> None:
+    from robrep.models import create_model, save_model
+
+    ck = tmp_path / "m.safetensors"
+    save_model(ck, create_model("small-cnn", dataset="mnist"))  # no meta: the data set is unknown
+    rc = main([*cmd, "--checkpoint", str(ck), "--quiet"])
+    assert rc == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("the checkpoint does not record its dataset: pass --dataset")

@@ -374,6 +374,14 @@ def read_tsv(path: str | Path) -> list[dict[str, float]]:
 
 
 # --------------------------------------------------------------------------- data sets
+def _check_certify_inputs(x: torch.Tensor, y: torch.Tensor, order: int, n: int, alpha: float) -> None:
+    if order not in (0, 1):
+        raise InputError(f"order must be 0 or 1, got {order}")
+    _check_n_alpha(n, alpha)
+    if x.ndim != 4 or y.shape[:1] != x.shape[:1]:
+        raise InputError(f"need x (N, C, H, W) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+
+
 def certify_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float, *, order: int = 0, n0: int = 100,
                     n: int = 100_000, alpha: float = 1e-3, batch_size: int = 1000, seed: int = 0,
                     indices: Sequence[int] | None = None,
@@ -397,11 +405,7 @@ def certify_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: f
         indices: data-set indices of the rows (default 0..N-1), used for ``idx`` and seeding.
         progress: optional callable ``progress(i)`` after each image.
     """
-    if order not in (0, 1):
-        raise InputError(f"order must be 0 or 1, got {order}")
-    _check_n_alpha(n, alpha)
-    if x.ndim != 4 or y.shape[:1] != x.shape[:1]:
-        raise InputError(f"need x (N, C, H, W) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+    _check_certify_inputs(x, y, order, n, alpha)
     idxs = list(range(x.shape[0])) if indices is None else [int(i) for i in indices]
     rows: list[dict[str, Any]] = []
     for j, (idx, xi, yi) in enumerate(zip(idxs, x, y.tolist())):
@@ -481,11 +485,7 @@ def certify_dataset_resumable(model: nn.Module, x: torch.Tensor, y: torch.Tensor
         raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
     if (resume or overwrite) and out is None:
         raise InputError("resume and overwrite need a run folder: pass --out (out=...)")
-    if order not in (0, 1):
-        raise InputError(f"order must be 0 or 1, got {order}")
-    _check_n_alpha(n, alpha)
-    if x.ndim != 4 or y.shape[:1] != x.shape[:1]:
-        raise InputError(f"need x (N, C, H, W) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+    _check_certify_inputs(x, y, order, n, alpha)
     idxs = list(range(x.shape[0])) if indices is None else [int(i) for i in indices]
     if len(idxs) != x.shape[0]:
         raise InputError(f"{len(idxs)} indices for {x.shape[0]} images; give one index per image")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .common import add_checkpoint, add_common, add_threat, emit, load_checkpoint_arg
+from .common import add_checkpoint, add_common, add_threat, dataset_arg, emit, load_checkpoint_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -37,9 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ..threats import threat
 
     model, meta = load_checkpoint_arg(args)
-    dataset = args.dataset or meta.get("dataset")
-    if not dataset:
-        raise InputError("the checkpoint does not record its dataset: pass --dataset")
+    dataset = dataset_arg(args, meta)
     eps, norm = args.eps, args.norm
     if eps is None and meta.get("threat"):
         eps, norm = float(meta["threat"]["eps"]), meta["threat"]["norm"]

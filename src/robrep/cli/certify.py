@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .common import add_checkpoint, add_common, emit, load_checkpoint_arg, log
+from .common import add_checkpoint, add_common, dataset_arg, emit, load_checkpoint_arg, log
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -135,9 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.resume or args.overwrite) and not args.out:
         raise InputError("--resume and --overwrite need --out, the run folder that holds the chunks")
     model, meta = load_checkpoint_arg(args)
-    dataset = args.dataset or meta.get("dataset")
-    if not dataset:
-        raise InputError("the checkpoint does not record its dataset: pass --dataset")
+    dataset = dataset_arg(args, meta)
     data = load_dataset(dataset, args.split, root=args.data_root, download=args.download)
     idx = list(range(args.start, len(data), args.skip))[: args.num]
     if not idx:

@@ -54,6 +54,16 @@ def load_checkpoint_arg(args: argparse.Namespace):  # type: ignore[no-untyped-de
                           device=device_of(args.device))
 
 
+def dataset_arg(args: argparse.Namespace, meta: dict[str, Any]) -> str:
+    """The data set of a command: ``--dataset``, else the one the checkpoint records."""
+    from ..errors import InputError
+
+    dataset = getattr(args, "dataset", None) or meta.get("dataset")
+    if not dataset:
+        raise InputError("the checkpoint does not record its dataset: pass --dataset")
+    return str(dataset)
+
+
 def add_checkpoint(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="model file (robrep .safetensors, or another tool's checkpoint)")
     p.add_argument("--arch", default=None, help="architecture, for checkpoints that do not record it")

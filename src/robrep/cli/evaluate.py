@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_checkpoint, add_common, add_threat, emit, load_checkpoint_arg
+from .common import add_checkpoint, add_common, add_threat, dataset_arg, emit, load_checkpoint_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -40,9 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.resume or args.overwrite) and not args.out:
         raise InputError("--resume and --overwrite need --out, the run folder that holds the chunks")
     model, meta = load_checkpoint_arg(args)
-    dataset = args.dataset or meta.get("dataset")
-    if not dataset:
-        raise InputError("the checkpoint does not record its dataset: pass --dataset")
+    dataset = dataset_arg(args, meta)
     data = load_dataset(dataset, args.split, root=args.data_root, download=args.download)
     eps, norm = args.eps, args.norm
     if eps is None and meta.get("threat"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_checkpoint, add_common, emit, load_checkpoint_arg, log
+from .common import add_checkpoint, add_common, dataset_arg, emit, load_checkpoint_arg, log
 
 _DEFAULTS = {  # (eps, delta, subdiv): reference README examples where they exist
     "hue": (3.0, 0.2, 1), "saturation": (1.0, 0.05, 1), "lightness": (1.0, 0.05, 1),
@@ -34,15 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     from ..certify.semantic_verify import semantic_certify, summarize
     from ..data import load_dataset
-    from ..errors import InputError
     from ..io.atomic import atomic_write_json
     from ..runs import write_record
 
     model, meta = load_checkpoint_arg(args)
     model.eval()
-    dataset = args.dataset or meta.get("dataset")
-    if not dataset:
-        raise InputError("the checkpoint does not record its dataset: pass --dataset")
+    dataset = dataset_arg(args, meta)
     eps0, delta0, sub0 = _DEFAULTS[args.transform]
     eps = args.eps if args.eps is not None else eps0
     delta = args.delta if args.delta is not None else delta0

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_checkpoint, add_common, emit, load_checkpoint_arg
+from .common import add_checkpoint, add_common, dataset_arg, emit, load_checkpoint_arg
 
 
 def _opt_args(p: argparse.ArgumentParser, steps: int, step_size: float, *, layer: bool = True) -> None:
@@ -80,9 +80,7 @@ def _setup(args: argparse.Namespace, n: int | None = None) -> tuple[Any, Any, An
 
     torch.manual_seed(args.seed)
     model, meta = load_checkpoint_arg(args)
-    dataset = args.dataset or meta.get("dataset")
-    if not dataset:
-        raise InputError("the checkpoint does not record its dataset: pass --dataset")
+    dataset = dataset_arg(args, meta)
     data = load_dataset(dataset, args.split, root=args.data_root, download=args.download)
     n = args.n if n is None else n
     if n <= 0:
