@@ -281,7 +281,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 7)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast every implementation (GPU)")
+    p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast every implementation (GPU; bf16 also on CPUs with AVX512-BF16/AMX)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="also time robrep pgd(compile=True)")
     p.add_argument("--checkpoint", default=None, help="a trained robrep model (its architecture replaces --models)")

@@ -60,7 +60,7 @@ def main() -> None:
     p.add_argument("--mode", choices=["epoch", "step"], default="epoch")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only, as in robrep train --amp)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (as robrep train --amp: CUDA, and CPU where bf16 is native)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="TrainConfig(compile=True) for both objectives")
     p.add_argument("--quick", action="store_true", help="smoke test: batch 16, 2 batches, K=2, 1 repeat")

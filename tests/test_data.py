@@ -93,3 +93,29 @@ def test_batches_cover_every_example_once(demo_data) -> None:
     te = demo_data[1]
     seen = torch.cat([y for _, y in te.batches(300, shuffle=True, generator=torch.Generator().manual_seed(0))])
     assert torch.equal(torch.sort(seen).values, torch.sort(te.labels).values)
+
+
+def test_colorize_matches_colorsys_and_keeps_the_digit() -> None:
+    """Coloured MNIST: each image is its grey strokes times one HSV(h, s, 1) colour (checked
+    against the standard library's colorsys), deterministic per seed."""
+    import colorsys
+
+    from robrep.data.core import colorize
+
+    x = torch.randint(0, 256, (6, 1, 5, 5), dtype=torch.uint8)
+    c = colorize(x, seed=3)
+    assert c.shape == (6, 3, 5, 5) and c.dtype == torch.uint8 and torch.equal(c, colorize(x, seed=3))
+    g = torch.Generator().manual_seed(3)
+    h, s = torch.rand(6, generator=g), 0.5 + 0.5 * torch.rand(6, generator=g)
+    for i in range(6):
+        rgb = torch.tensor(colorsys.hsv_to_rgb(float(h[i]), float(s[i]), 1.0))
+        ref = (x[i].float() * rgb[:, None, None]).round()
+        assert (c[i].float() - ref).abs().max() <= 1  # float32 vs float64 rounding
+    assert torch.equal(c.max(1).values, x[:, 0])  # v = 1: the brightest channel is the grey value
+
+
+def test_colored_mnist_is_mnist_in_colour(mnist_test) -> None:
+    d = robrep.load_dataset("colored-mnist", "test")
+    assert len(d) == 10000 and d.info.input_shape == (3, 28, 28)
+    assert torch.equal(d.labels, mnist_test.labels)
+    assert torch.equal(d.images[:50].max(1).values, mnist_test.images[:50, 0])

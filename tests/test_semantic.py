@@ -327,3 +327,23 @@ def test_cli_semantic_json(tmp_path, capsys) -> None:  # type: ignore[no-untyped
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["n"] == 3 and out["violations"] == 0 and out["verified_radius"] <= out["attacked_radius"]
     assert (tmp_path / "run" / "record.json").exists() and len(json.loads((tmp_path / "run" / "per_image.json").read_text())) == 3
+
+
+def test_cli_semantic_rotation_takes_degrees(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`--eps 30` is 30 degrees for rotation, not a linf pixel radius: the CLI's eps-unit guard
+    (meant for threat models, e.g. `eval --eps 8`) must not reject it."""
+    import robrep
+    from robrep.cli import main
+
+    torch.manual_seed(0)
+    model = robrep.create_model("linear", dataset="demo").eval()
+    ck = robrep.save_model(tmp_path / "m.safetensors", model, {"dataset": "demo"})
+    rc = main(["semantic", "--checkpoint", str(ck), "--transform", "rotation", "--n", "1", "--eps", "30", "--delta", "15",
+               "--subdiv", "1", "--verify", "--no-gradient", "--json", "--quiet"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    out = json.loads(cap.out.strip().splitlines()[-1])
+    assert out["eps"] == 30 and out["verified_radius"] <= out["attacked_radius"] <= 30
+    # the guard still protects threat-model commands, including list-valued eps
+    assert main(["vulnerability", "--checkpoint", str(ck), "--eps", "0.1", "8"]) == 2
+    assert "did you mean 8/255" in capsys.readouterr().err

@@ -23,9 +23,9 @@ L2_RADII = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0]
 LINF_RADII = [0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1]
 
 
-def load_runs(root: Path) -> dict[float, dict]:
+def load_runs(root: Path, runs_dir: str = "certify") -> dict[float, dict]:
     runs = {}
-    for d in sorted((root / "certify").glob("mnist-sigma*-n*")):
+    for d in sorted((root / runs_dir).glob("mnist-sigma*-n*")):
         rows = []
         config: dict = {}
         settings: dict = {}
@@ -186,12 +186,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", default="artifacts/certification")
     ap.add_argument("--figures", default="docs/figures/certification")
+    ap.add_argument("--runs", default="certify", help="folder under --root holding the mnist-sigma*-n* runs (e.g. certify500)")
     args = ap.parse_args()
     root = Path(args.root)
-    runs = load_runs(root)
+    runs = load_runs(root, args.runs)
     lines = table_rows(runs) if runs else []
     lines += hidden_rows(root)
-    (root / "summary.md").write_text("\n".join(lines) + "\n")
+    (root / ("summary.md" if args.runs == "certify" else f"summary-{args.runs}.md")).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if runs:
         figure(runs, Path(args.figures) / "mnist_certified_accuracy.png")

@@ -18,7 +18,7 @@ DIR="$OUT/$DATASET-sigma$SIGMA-n$N"
 if compgen -G "$DIR/chunk-[0-9]*" > /dev/null; then  # made by the earlier shell loop: keep it
   echo "sigma=$SIGMA: $DIR holds the earlier chunk-NNNN/ layout (report.py reads it); set OUT to rerun"; exit 0
 fi
-nice -n 10 robrep certify --checkpoint "$MODELS/$DATASET-noise-$SIGMA/model.safetensors" --sigma "$SIGMA" \
+robrep certify --checkpoint "$MODELS/$DATASET-noise-$SIGMA/model.safetensors" --sigma "$SIGMA" \
   --order 1 --n "$N" --n0 100 --alpha 0.001 --batch-size 1000 --num "$NUM" --chunk-size "$CHUNK" --seed 0 \
   --quiet --out "$DIR" --resume > /dev/null
 echo "sigma=$SIGMA done $(date -u +%H:%M:%S)"

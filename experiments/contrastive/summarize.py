@@ -1,4 +1,4 @@
-"""Gather ``<root>/<dataset>/<method>-s<seed>/probe.json`` (and ``synbench.json``) into one
+"""Gather ``<root>/<dataset>/<method>-s<seed>/probe.json`` (and ``synbench.json``, ``vulnerability.json``) into one
 table: mean over seeds, the per-seed values, and a 95% Wilson interval for the test-set
 sampling error of each seed's accuracy (n = eval_n test images). Writes
 ``<root>/summary.json`` and prints Markdown.
@@ -81,9 +81,10 @@ def main() -> None:
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for f in sorted(ds_dir.glob("*/probe.json")):
             r = json.loads(f.read_text())
-            sb = f.parent / "synbench.json"
-            if sb.exists():
-                r["synbench"] = json.loads(sb.read_text())
+            for extra in ("synbench", "vulnerability"):
+                ef = f.parent / f"{extra}.json"
+                if ef.exists():
+                    r[extra] = json.loads(ef.read_text())
             rows[r["method"]].append(r)
         if not rows:
             continue
@@ -93,11 +94,14 @@ def main() -> None:
         print(f"\n### {ds_dir.name} (n_train {any_r['n_train']}, linf eps {any_r['eps']}, {n} test images)\n")
         has_adv_probe = any("adv_probe" in r for rs in rows.values() for r in rs)
         has_sb = any("synbench" in r for rs in rows.values() for r in rs)
+        has_rv = any("vulnerability" in r for rs in rows.values() for r in rs)
         head = "| method | seeds | std probe natural % | std probe PGD % |"
         if has_adv_probe:
             head += " adv probe natural % | adv probe PGD % |"
         if has_sb:
             head += " SynBench (eps=0 / 0.2, a_t=0.7) |"
+        if has_rv:
+            head += " MI clean / worst (nats) | vulnerability (nats) [95% t] | Fano bound on adv. acc. |"
         head += " pretrain s |"
         print(head)
         print("|" + "---|" * (head.count("|") - 1))
@@ -116,6 +120,18 @@ def main() -> None:
                     line += f" {sum(v0) / len(v0):.3f} / {sum(v2) / len(v2):.3f} |"
                 else:
                     line += " - |"
+            if has_rv:
+                vs = [r["vulnerability"] for r in rs if "vulnerability" in r]
+                if vs:
+                    def mean(key: str, vs: list[dict[str, Any]] = vs) -> float:
+                        return sum(v[key]["estimate"] for v in vs) / len(vs)
+                    per = "/".join(f"{v['vulnerability']['estimate']:.2f}" for v in vs)
+                    lo = min(v["vulnerability"]["low"] for v in vs)
+                    hi = max(v["vulnerability"]["high"] for v in vs)
+                    line += (f" {mean('mi_clean'):.2f} / {mean('mi_worst'):.2f} | {mean('vulnerability'):.2f} ({per}) "
+                             f"[{lo:.2f}, {hi:.2f}] | {100 * mean('accuracy_bound'):.1f} % |")
+                else:
+                    line += " - | - | - |"
             line += f" {sum(r['train_seconds'] for r in rs) / len(rs):.0f} |"
             print(line)
     (root / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -307,6 +307,38 @@ def _fmnist(split: str, root: Path, download: bool) -> ImageData:
 
 
 # ---------------------------------------------------------------------------------------------
+# Coloured MNIST: 3-channel digits for colour transforms (hue, saturation, lightness).
+
+COLORED_MNIST_INFO = DatasetInfo(
+    "colored-mnist", 10, (3, 28, 28), (0.080, 0.080, 0.080), (0.22, 0.22, 0.22), MNIST_INFO.classes,
+    "MNIST (LeCun et al. 1998), each digit's strokes given a random fully-saturated-to-pastel colour "
+    "(hue U[0,1), saturation U[0.5,1], value 1; seed fixed per split) on a black background",
+)
+
+
+def colorize(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Colour grey images (N, 1, H, W) uint8: strokes times one random RGB colour per image.
+
+    The colour is HSV (h ~ U[0,1), s ~ U[0.5,1], v = 1) -> RGB, drawn from ``seed``, so the same
+    split always gets the same colours. Returns (N, 3, H, W) uint8.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    h, s = torch.rand(n, generator=g), 0.5 + 0.5 * torch.rand(n, generator=g)
+    k = (torch.tensor([5.0, 3.0, 1.0])[None] + 6 * h[:, None]) % 6  # HSV -> RGB (v = 1)
+    rgb = 1 - s[:, None] * (torch.minimum(k, 4 - k).clamp(0, 1))
+    out = x.float() * rgb[:, :, None, None]
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+@_register(COLORED_MNIST_INFO, "MNIST with a random colour per digit, 60k/10k, 3x28x28 (built from the MNIST files)")
+def _colored_mnist(split: str, root: Path, download: bool) -> ImageData:
+    base = _mnist(split, root, download)
+    assert isinstance(base, TensorImageData)
+    return TensorImageData(colorize(base.images, seed=1 if split == "train" else 2), base.labels, COLORED_MNIST_INFO, split)
+
+
+# ---------------------------------------------------------------------------------------------
 # The bundled demo set.
 
 DEMO_FILE = Path(__file__).with_name("demo_fashion_mnist.npz")

@@ -64,7 +64,11 @@ class TrainConfig:
         eps_warmup: fraction of training over which eps ramps linearly from 0.
         train_fraction: class-balanced fraction of the training set to use.
         seed: seeds data order, initialisation, attack starts and noise.
-        device: ``auto``, ``cpu``, ``cuda``...; amp: bf16 autocast on CUDA.
+        device: ``auto``, ``cpu``, ``cuda``...
+        amp: bf16 autocast of the forward passes (objective and attacks) on CUDA and on CPU;
+            weights, optimizer state and gradients stay float32, and bf16 needs no gradient
+            scaling. On CPU it is only faster on processors with native bf16 (AVX512-BF16 /
+            AMX); elsewhere it is slower but runs. Ignored on other device types.
         channels_last: NHWC memory format for model and batches (faster convolutions on GPUs).
         compile: run the training model (and the attacks inside the objective) through
             ``torch.compile`` (opt-in; numerically close to, not bit-identical with, eager mode).
@@ -299,7 +303,7 @@ def train(
     steps_per_epoch = train_data.num_batches(cfg.batch_size, drop_last=len(train_data) > cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
-    use_amp = cfg.amp and dev.type == "cuda"
+    use_amp = cfg.amp and dev.type in ("cuda", "cpu")  # bf16 autocast: no GradScaler needed
     history: list[dict[str, float]] = []
     start_epoch = 0
     try:
