@@ -42,8 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # only commands with a threat model (--norm) take eps in pixel units; `semantic --eps` is a
         # transform parameter (rotation: degrees) and `synbench --eps` has its own scale
         norm, eps = getattr(args, "norm", None), getattr(args, "eps", None)
-        for e in eps if isinstance(eps, (list, tuple)) else [eps]:
-            if norm is not None:
+        if norm is not None:
+            for e in eps if isinstance(eps, (list, tuple)) else [eps]:
                 check_eps_units(norm, e)
         return int(args.func(args) or 0)
     except RobrepError as e:
