@@ -3,6 +3,8 @@ representations by layer name, save/load round trip."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -129,3 +131,29 @@ def test_flush_denormals_zeroes_only_subnormal_values_and_load_applies_it(tmp_pa
     lw = loaded.net.fc1.weight
     assert int(((lw != 0) & (lw.abs() < torch.finfo(torch.float32).tiny)).sum()) == 0
     assert torch.equal(lw, w)
+
+
+@pytest.mark.parametrize("act", ["softplus", "silu", "gelu", "elu"])
+def test_small_cnn_activation_is_kept_by_checkpoints(tmp_path, act: str) -> None:
+    torch.manual_seed(0)
+    m = robrep.create_model("small-cnn", width=4, feat_dim=8, act=act).eval()
+    relu = robrep.create_model("small-cnn", width=4, feat_dim=8).eval()
+    relu.load_state_dict(m.state_dict())
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert not torch.allclose(m(x), relu(x))  # same weights, another nonlinearity
+        m2 = robrep.load(robrep.save_model(tmp_path / "m.safetensors", m, {}))
+        assert torch.equal(m(x), m2(x)) and m2.spec.kwargs["act"] == act
+    # the smooth ones have a non-zero gradient for negative pre-activations, unlike ReLU
+    from robrep.models.zoo import _activation
+    t = torch.tensor([-0.5], requires_grad=True)
+    (g,) = torch.autograd.grad(_activation(act)(t).sum(), t)
+    assert g.item() != 0.0
+    # softplus with beta 10: log(1 + exp(10 t)) / 10, i.e. ln(2)/10 at 0 and ReLU far from 0
+    sp = _activation("softplus")(torch.tensor([0.0, 3.0, -3.0], dtype=torch.float64))
+    assert torch.allclose(sp, torch.tensor([math.log(2) / 10, 3.0, 0.0], dtype=torch.float64), atol=1e-12)
+
+
+def test_small_cnn_unknown_activation_is_a_clear_error() -> None:
+    with pytest.raises(robrep.errors.InputError, match="unknown activation 'tanhh'.*relu"):
+        robrep.create_model("small-cnn", act="tanhh")

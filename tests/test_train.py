@@ -52,6 +52,31 @@ def test_fast_at_uses_one_step_of_1_25_eps(tiny_trained, demo_data) -> None:
     assert frac_on_boundary > 0.5
 
 
+def test_pgd_objective_with_apgd_finds_the_linear_worst_case() -> None:
+    """Two-class linear model: CE(x + d) grows with the margin w.(x + d) against the true class, so
+    the worst case in the linf ball and [0,1] box is x - eps*sign(w) per coordinate, clipped."""
+    torch.manual_seed(0)
+    w = torch.randn(2, 1, 6, 6)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 2, bias=False))
+    net[1].weight.data = w.flatten(1)
+    model = robrep.wrap(net, num_classes=2, input_shape=(1, 6, 6), mean=(0.0,), std=(1.0,))
+    x, y = torch.rand(16, 1, 6, 6), torch.randint(0, 2, (16,))
+    thr = robrep.threat("linf", 0.1)
+    obj = create_objective("pgd", steps=10, attack="apgd")
+    xa = obj.adversarial(model, x, y, StepContext(thr, torch.Generator().manual_seed(0)))
+    dw = (w[1] - w[0]).unsqueeze(0) * (2 * y.float() - 1).view(-1, 1, 1, 1)  # grad of w_y.x - w_other.x
+    best = (x - 0.1 * dw.sign()).clamp(0, 1)
+    assert thr.contains(xa, x).all()
+    assert torch.allclose(xa, best, atol=1e-6)
+    assert obj.config()["attack"] == "apgd"
+    with pytest.raises(robrep.errors.InputError, match="APGD sets its own step"):
+        create_objective("pgd", attack="apgd", step_size=0.01)
+    with pytest.raises(robrep.errors.InputError, match="'pgd' or 'apgd'"):
+        create_objective("pgd", attack="cw")
+    with pytest.raises(robrep.errors.InputError, match="one FGSM step"):
+        create_objective("fast", attack="apgd")
+
+
 def test_noise_objective_draws_gaussian_noise(demo_data) -> None:
     seen = {}
 

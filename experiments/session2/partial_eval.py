@@ -1,11 +1,15 @@
 """Robust accuracy of the finished chunks of the issue-2 evaluations (PGD-50x3 and APGD), paired
-on the chunks both have finished; run at any time while `robrep eval --out ... --resume` works."""
+on the chunks both have finished; run at any time while `robrep eval --out ... --resume` works.
+usage: python experiments/session2/partial_eval.py [PREFIX]  (default artifacts/core/mnist-linf03; reads PREFIX-eval-pgd50/, PREFIX-eval-apgd/)"""
 import glob
 import json
+import sys
+
+PREFIX = sys.argv[1] if len(sys.argv) > 1 else "artifacts/core/mnist-linf03"
 
 
 def load(d):
-    return {f.split("/")[-1]: json.load(open(f))["result"] for f in sorted(glob.glob(f"artifacts/core/mnist-linf03-eval-{d}/chunks/*.json"))}
+    return {f.split("/")[-1]: json.load(open(f))["result"] for f in sorted(glob.glob(f"{PREFIX}-eval-{d}/chunks/*.json"))}
 
 p, a = load("pgd50"), load("apgd")
 for name, d in (("pgd50", p), ("apgd", a)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -116,20 +117,37 @@ class MadryMnistCNN(nn.Module):
         return self.fc(x)
 
 
-@MODELS.register("small-cnn", help="fast CNN for CPU work: conv16-conv32-fc128 (penultimate 128-d)")
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "softplus": lambda t: F.softplus(t, beta=10.0),  # smooth ReLU (Xie et al. 2020, smooth adversarial training)
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "elu": F.elu,
+}
+
+
+def _activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    if name not in _ACTIVATIONS:
+        raise InputError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
+
+
+@MODELS.register("small-cnn", help="fast CNN for CPU work: conv16-conv32-fc128 (penultimate 128-d); act=relu|softplus|silu|gelu|elu")
 class SmallCNN(nn.Module):
-    def __init__(self, num_classes: int = 10, input_shape: Sequence[int] = (1, 28, 28), width: int = 16, feat_dim: int = 128) -> None:
+    def __init__(self, num_classes: int = 10, input_shape: Sequence[int] = (1, 28, 28), width: int = 16, feat_dim: int = 128,
+                 act: str = "relu") -> None:
         super().__init__()
         c, h, w = input_shape
+        self.act = _activation(act)
         self.conv1 = nn.Conv2d(c, width, 3, padding=1)
         self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
         self.fc1 = nn.Linear(2 * width * (h // 4) * (w // 4), feat_dim)
         self.fc = nn.Linear(feat_dim, num_classes)
 
     def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = F.relu(self.fc1(x.flatten(1)))
+        x = F.max_pool2d(self.act(self.conv1(x)), 2)
+        x = F.max_pool2d(self.act(self.conv2(x)), 2)
+        x = self.act(self.fc1(x.flatten(1)))
         return self.fc(x)
 
 

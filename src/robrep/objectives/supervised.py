@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..attacks.apgd import apgd
 from ..attacks.pgd import pgd_perturb
 from ..errors import InputError
 from .base import Objective, StepContext, register_objective
@@ -52,17 +53,24 @@ class MadryAT(Objective):
         attack_eval_mode: run the attack with the model in eval mode (BatchNorm statistics are
             not updated by adversarial batches during the attack).
         mix: fraction of the loss on clean inputs (0 = pure adversarial training).
+        attack: inner maximisation, ``"pgd"`` (fixed step, last iterate) or ``"apgd"`` (APGD-CE
+            with ``steps`` iterations and its own step-size schedule, Croce & Hein 2020; the best
+            iterate per example; ``step_size`` and ``random_start`` do not apply).
     """
 
     needs_threat = True
 
     def __init__(self, steps: int = 10, step_size: float | None = None, random_start: bool = True,
-                 attack_eval_mode: bool = True, mix: float = 0.0, **kw: Any) -> None:
+                 attack_eval_mode: bool = True, mix: float = 0.0, attack: str = "pgd", **kw: Any) -> None:
         super().__init__(**kw)
         if steps < 1:
             raise InputError(f"pgd training needs steps >= 1, got {steps}")
+        if attack not in ("pgd", "apgd"):
+            raise InputError(f"pgd training: attack must be 'pgd' or 'apgd', got {attack!r}")
+        if attack == "apgd" and step_size is not None:
+            raise InputError("pgd training with attack=apgd: APGD sets its own step sizes; drop step_size")
         self.steps, self.step_size, self.random_start = int(steps), step_size, bool(random_start)
-        self.attack_eval_mode, self.mix = bool(attack_eval_mode), float(mix)
+        self.attack_eval_mode, self.mix, self.attack = bool(attack_eval_mode), float(mix), attack
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         assert ctx.threat is not None
@@ -71,6 +79,8 @@ class MadryAT(Objective):
         alpha = self.step_size if self.step_size is not None else 2.5 * ctx.threat.eps / self.steps
         am = ctx.attacker(model)
         with _InEval(am, self.attack_eval_mode):
+            if self.attack == "apgd":
+                return apgd(am, x, y, ctx.threat, steps=self.steps, loss="ce", generator=ctx.generator, check=False).x_adv
             # the last iterate only: no best-iterate bookkeeping and no extra forward pass
             return pgd_perturb(am, x, y, ctx.threat, steps=self.steps, step_size=alpha, random_start=self.random_start,
                                generator=ctx.generator, check=False)
@@ -88,7 +98,7 @@ class MadryAT(Objective):
 
     def config(self) -> dict[str, Any]:
         return {"steps": self.steps, "step_size": self.step_size, "random_start": self.random_start,
-                "attack_eval_mode": self.attack_eval_mode, "mix": self.mix}
+                "attack_eval_mode": self.attack_eval_mode, "mix": self.mix, "attack": self.attack}
 
 
 @register_objective("fast", help="fast adversarial training: FGSM with random start (Wong et al. 2020)")
@@ -97,6 +107,8 @@ class FastAT(MadryAT):
 
     def __init__(self, step_size_factor: float = 1.25, **kw: Any) -> None:
         kw.setdefault("steps", 1)
+        if kw.get("attack", "pgd") != "pgd":
+            raise InputError("fast adversarial training is one FGSM step; use --objective pgd for attack=apgd")
         super().__init__(**kw)
         self.step_size_factor = float(step_size_factor)
 
