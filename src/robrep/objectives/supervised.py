@@ -76,11 +76,11 @@ class MadryAT(Objective):
         assert ctx.threat is not None
         if ctx.threat.eps == 0:
             return x
-        alpha = self.step_size if self.step_size is not None else 2.5 * ctx.threat.eps / self.steps
         am = ctx.attacker(model)
         with _InEval(am, self.attack_eval_mode):
             if self.attack == "apgd":
                 return apgd(am, x, y, ctx.threat, steps=self.steps, loss="ce", generator=ctx.generator, check=False).x_adv
+            alpha = self.step_size if self.step_size is not None else 2.5 * ctx.threat.eps / self.steps
             # the last iterate only: no best-iterate bookkeeping and no extra forward pass
             return pgd_perturb(am, x, y, ctx.threat, steps=self.steps, step_size=alpha, random_start=self.random_start,
                                generator=ctx.generator, check=False)
