@@ -77,6 +77,57 @@ def test_pgd_objective_with_apgd_finds_the_linear_worst_case() -> None:
         create_objective("fast", attack="apgd")
 
 
+def test_linearization_error_matches_the_closed_form_of_a_linear_model() -> None:
+    """Two-class linear model: CE(x) = softplus(m(x)) with m = (w_o - w_y).x, so the error of the
+    first-order Taylor model along d is |softplus(m + v.d) - softplus(m) - sigmoid(m) v.d|, v = w_o - w_y."""
+    from robrep.objectives.supervised import linearization_error
+
+    torch.manual_seed(0)
+    w = torch.randn(2, 36)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 2, bias=False))
+    net[1].weight.data = w.clone()
+    model = robrep.wrap(net, num_classes=2, input_shape=(1, 6, 6), mean=(0.0,), std=(1.0,))
+    x, y = torch.rand(8, 1, 6, 6), torch.randint(0, 2, (8,))
+    d = 0.3 * (2 * torch.rand_like(x) - 1)
+    lin = linearization_error(model, x, x + d, y)
+    v = w[1 - y] - w[y]
+    m, vd = (v * x.flatten(1)).sum(1), (v * d.flatten(1)).sum(1)
+    want = (F.softplus(m + vd) - F.softplus(m) - torch.sigmoid(m) * vd).abs()
+    assert torch.allclose(lin.error, want, atol=1e-5)
+    assert torch.allclose(lin.ce_clean, F.softplus(m), atol=1e-5)
+    assert torch.allclose(lin.ce_adv, F.softplus(m + vd), atol=1e-5)
+    assert want.mean() > 1e-2  # a test that can fail: the curvature term is not negligible here
+
+
+def test_pgd_objective_with_llr_adds_the_weighted_penalty_and_its_gradient(tiny_trained, demo_data) -> None:
+    from robrep.objectives.supervised import linearization_error
+
+    model, _ = tiny_trained
+    x, y = _batch(demo_data, 32)
+    thr = robrep.threat("linf", 0.1)
+    plain, reg = create_objective("pgd", steps=3), create_objective("pgd", steps=3, llr=2.0)
+    assert reg.config()["llr"] == 2.0 and plain.config()["llr"] == 0.0
+    grads = []
+    for obj in (plain, reg):
+        model.zero_grad()
+        loss, metrics = obj.loss(model, x, y, StepContext(thr, torch.Generator().manual_seed(3)))
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    xa = reg.adversarial(model, x, y, StepContext(thr, torch.Generator().manual_seed(3)))
+    lin = linearization_error(model, x, xa, y)
+    lin = lin._replace(error=lin.error.detach(), ce_adv=lin.ce_adv.detach())
+    assert float(metrics["llr"]) == pytest.approx(float(lin.error.mean()), rel=1e-4)
+    assert float(loss.detach()) == pytest.approx(float(lin.ce_adv.mean() + 2.0 * lin.error.mean()), rel=1e-4)
+    assert float(lin.error.mean()) > 0
+    assert not torch.allclose(grads[0], grads[1])  # the penalty reaches the weights (double backprop)
+    with pytest.raises(robrep.errors.InputError, match="llr >= 0"):
+        create_objective("pgd", llr=-1.0)
+    compiled = torch.nn.Module()
+    compiled._orig_mod = model  # what torch.compile's wrapper looks like
+    with pytest.raises(robrep.errors.InputError, match="double backprop"):
+        reg.loss(compiled, x, y, StepContext(thr, torch.Generator().manual_seed(3)))
+
+
 def test_noise_objective_draws_gaussian_noise(demo_data) -> None:
     seen = {}
 

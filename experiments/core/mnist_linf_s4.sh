@@ -4,7 +4,7 @@
 # images with PGD-50 (step 0.01, 3 restarts) and APGD-CE + APGD-DLR (100 steps), chunked, resumable.
 # Results and why these recipes: docs/reproductions.md, "Session 4" (none closes the APGD gap).
 # Knobs: THREADS (training threads, default 1), EVAL_THREADS, EPS_TRAIN (training eps, default 0.3), ACT (small-cnn activation: relu or a smooth one),
-# ATTACK, STEPS, EPOCHS, OUT.  Usage: ATTACK=apgd EPOCHS=6 OUT=artifacts/core/s4-apgd-e0.3 bash experiments/core/mnist_linf_s4.sh
+# ATTACK, STEPS, EPOCHS, LLR (local-linearity penalty weight, default 0 = off; session 5), OUT.  Usage: ATTACK=apgd EPOCHS=6 OUT=artifacts/core/s4-apgd-e0.3 bash experiments/core/mnist_linf_s4.sh
 export MALLOC_MMAP_MAX_=${MALLOC_MMAP_MAX_:-0} MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-10000000000}
 set -euo pipefail
 export ROBREP_DATA=${ROBREP_DATA:-../shared/data}
@@ -12,6 +12,7 @@ EPS_TRAIN=${EPS_TRAIN:-0.3}; ACT=${ACT:-relu}; STEPS=${STEPS:-10}; EPOCHS=${EPOC
 ATTACK=${ATTACK:-pgd}  # training attack: pgd (step 2.5 eps / STEPS) or apgd (APGD-CE, its own steps)
 if [ "$ATTACK" = apgd ]; then ATTACK_ARGS="--objective-arg attack=apgd"
 else ATTACK_ARGS="--objective-arg step_size=$(python -c "print(round(2.5 * $EPS_TRAIN / $STEPS, 5))")"; fi
+if [ "${LLR:-0}" != 0 ]; then ATTACK_ARGS="$ATTACK_ARGS --objective-arg llr=$LLR"; fi
 OUT=${OUT:-artifacts/core/s4-$ACT-e$EPS_TRAIN}
 if [ "${SKIP_TRAIN:-0}" != 1 ]; then
   OMP_NUM_THREADS=${THREADS:-1} /usr/bin/time -v robrep train --dataset mnist --model small-cnn --model-arg width=32 --model-arg feat_dim=256 \

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -13,11 +13,40 @@ from ..attacks.pgd import pgd_perturb
 from ..errors import InputError
 from .base import Objective, StepContext, register_objective
 
-__all__ = ["Standard", "MadryAT", "Trades", "FastAT", "GaussianNoise"]
+__all__ = ["Standard", "MadryAT", "Trades", "FastAT", "GaussianNoise", "Linearization", "linearization_error"]
 
 
 def _acc(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(1) == y).float().mean().detach()
+
+
+class Linearization(NamedTuple):
+    error: torch.Tensor  # (batch,) |CE(x_adv) - CE(x) - (x_adv - x) . grad CE(x)|
+    ce_adv: torch.Tensor  # (batch,)
+    ce_clean: torch.Tensor  # (batch,)
+    logits_adv: torch.Tensor  # (batch, classes)
+
+
+def linearization_error(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+                        create_graph: bool = False) -> Linearization:
+    """Per-example ``|CE(x_adv) - CE(x) - (x_adv - x) . grad_x CE(x)|``: how far the loss is from
+    its first-order Taylor model along the attack's perturbation (Qin et al. 2019, "local
+    linearity regularization"). Returns the error, both losses (each of shape (batch,)) and the
+    adversarial logits; with ``create_graph`` the error can be back-propagated into the weights
+    (double backprop). Clean and adversarial inputs go through the model in one batch.
+
+    Qin et al. maximise this error itself over the ball with an inner loop of its own and add a
+    gradient term ``|d . grad CE(x)|``; the ``llr`` option of the ``pgd`` objective evaluates it at
+    the adversarial-training perturbation instead, which costs no extra attack."""
+    n = len(x)
+    xc = x.detach().clone().requires_grad_(True)
+    out = model(torch.cat([x_adv.detach(), xc]))
+    ce = F.cross_entropy(out, torch.cat([y, y]), reduction="none")
+    ce_adv, ce_clean = ce[:n], ce[n:]
+    (g,) = torch.autograd.grad(ce_clean.sum(), xc, create_graph=create_graph)
+    delta = (x_adv - x).detach()
+    err = (ce_adv - ce_clean - (delta * g).flatten(1).sum(1)).abs()
+    return Linearization(err, ce_adv, ce_clean, out[:n])
 
 
 class _InEval:
@@ -42,7 +71,7 @@ class Standard(Objective):
         return loss, {"loss": loss.detach(), "acc": _acc(out, y)}
 
 
-@register_objective("pgd", help="PGD adversarial training (Madry et al. 2018): CE on PGD examples")
+@register_objective("pgd", help="PGD adversarial training (Madry et al. 2018): CE on PGD examples; llr=w adds a local-linearity penalty (Qin et al. 2019)")
 class MadryAT(Objective):
     """``min E max_{delta in ball} CE(f(x + delta), y)`` with a K-step PGD inner maximisation.
 
@@ -56,13 +85,20 @@ class MadryAT(Objective):
         attack: inner maximisation, ``"pgd"`` (fixed step, last iterate) or ``"apgd"`` (APGD-CE
             with ``steps`` iterations and its own step-size schedule, Croce & Hein 2020; the best
             iterate per example; ``step_size`` and ``random_start`` do not apply).
+        llr: weight of a local-linearity penalty (Qin et al. 2019), the mean over the batch of
+            :func:`linearization_error` at the attack's perturbation; 0 (default) turns it off.
+            It keeps the loss close to linear inside the ball, where small fixed-step attacks
+            and large-step ones (APGD) find the same maxima; costs a double backprop per batch.
     """
 
     needs_threat = True
 
     def __init__(self, steps: int = 10, step_size: float | None = None, random_start: bool = True,
-                 attack_eval_mode: bool = True, mix: float = 0.0, attack: str = "pgd", **kw: Any) -> None:
+                 attack_eval_mode: bool = True, mix: float = 0.0, attack: str = "pgd", llr: float = 0.0,
+                 **kw: Any) -> None:
         super().__init__(**kw)
+        if not llr >= 0:
+            raise InputError(f"pgd training needs llr >= 0 (the local-linearity weight), got {llr}")
         if steps < 1:
             raise InputError(f"pgd training needs steps >= 1, got {steps}")
         if attack not in ("pgd", "apgd"):
@@ -70,7 +106,7 @@ class MadryAT(Objective):
         if attack == "apgd" and step_size is not None:
             raise InputError("pgd training with attack=apgd: APGD sets its own step sizes; drop step_size")
         self.steps, self.step_size, self.random_start = int(steps), step_size, bool(random_start)
-        self.attack_eval_mode, self.mix, self.attack = bool(attack_eval_mode), float(mix), attack
+        self.attack_eval_mode, self.mix, self.attack, self.llr = bool(attack_eval_mode), float(mix), attack, float(llr)
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         assert ctx.threat is not None
@@ -86,7 +122,14 @@ class MadryAT(Objective):
                                generator=ctx.generator, check=False)
 
     def loss(self, model, x, y, ctx):  # type: ignore[no-untyped-def]
+        if self.llr > 0 and (isinstance(model, nn.parallel.DistributedDataParallel) or hasattr(model, "_orig_mod")):
+            raise InputError("pgd training with llr > 0 needs a double backprop, which neither "
+                             "distributed training nor --compile supports; drop one of them")
         x_adv = self.adversarial(model, x, y, ctx)
+        if self.llr > 0:
+            lin = linearization_error(model, x, x_adv, y, create_graph=True)
+            loss = (1 - self.mix) * lin.ce_adv.mean() + self.mix * lin.ce_clean.mean() + self.llr * lin.error.mean()
+            return loss, {"loss": loss.detach(), "llr": lin.error.mean().detach(), "adv_acc": _acc(lin.logits_adv, y)}
         if self.mix > 0:  # one forward per backward (DDP): clean and adversarial in one batch
             out_all = model(torch.cat([x_adv, x]))
             out = out_all[: len(x)]
@@ -98,7 +141,7 @@ class MadryAT(Objective):
 
     def config(self) -> dict[str, Any]:
         return {"steps": self.steps, "step_size": self.step_size, "random_start": self.random_start,
-                "attack_eval_mode": self.attack_eval_mode, "mix": self.mix, "attack": self.attack}
+                "attack_eval_mode": self.attack_eval_mode, "mix": self.mix, "attack": self.attack, "llr": self.llr}
 
 
 @register_objective("fast", help="fast adversarial training: FGSM with random start (Wong et al. 2020)")
