@@ -2,7 +2,8 @@
 # Issue 2 acceptance, session-4 recipes: train on ONE thread (two candidates can run side by side,
 # one per core; each must finish in < 60 min wall), then evaluate at eps 0.3 on all 10,000 test
 # images with PGD-50 (step 0.01, 3 restarts) and APGD-CE + APGD-DLR (100 steps), chunked, resumable.
-# Results and why these recipes: docs/reproductions.md, "Session 4" (none closes the APGD gap).
+# Results and why these recipes: docs/reproductions.md, "Session 4" (none closes the APGD gap) and "Session 5"
+# (LLR=1 THREADS=2 EPOCHS=10 does: experiments/core/mnist_linf03_llr.sh).
 # Knobs: THREADS (training threads, default 1), EVAL_THREADS, EPS_TRAIN (training eps, default 0.3), ACT (small-cnn activation: relu or a smooth one),
 # ATTACK, STEPS, EPOCHS, LLR (local-linearity penalty weight, default 0 = off; session 5), OUT.  Usage: ATTACK=apgd EPOCHS=6 OUT=artifacts/core/s4-apgd-e0.3 bash experiments/core/mnist_linf_s4.sh
 export MALLOC_MMAP_MAX_=${MALLOC_MMAP_MAX_:-0} MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-10000000000}
