@@ -119,7 +119,13 @@ def test_pgd_objective_with_llr_adds_the_weighted_penalty_and_its_gradient(tiny_
     assert float(metrics["llr"]) == pytest.approx(float(lin.error.mean()), rel=1e-4)
     assert float(loss.detach()) == pytest.approx(float(lin.ce_adv.mean() + 2.0 * lin.error.mean()), rel=1e-4)
     assert float(lin.error.mean()) > 0
-    assert not torch.allclose(grads[0], grads[1])  # the penalty reaches the weights (double backprop)
+    assert not torch.allclose(grads[0], grads[1])  # the penalty reaches the weights
+    # ... including through grad_x CE(x): without create_graph that path is cut and the gradient differs
+    model.zero_grad()
+    cut = linearization_error(model, x, xa, y, create_graph=False)
+    (cut.ce_adv.mean() + 2.0 * cut.error.mean()).backward()
+    assert not torch.allclose(torch.cat([p.grad.flatten() for p in model.parameters()]), grads[1])
+    model.zero_grad(set_to_none=True)
     with pytest.raises(robrep.errors.InputError, match="llr >= 0"):
         create_objective("pgd", llr=-1.0)
     compiled = torch.nn.Module()

@@ -32,8 +32,9 @@ def linearization_error(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, 
     """Per-example ``|CE(x_adv) - CE(x) - (x_adv - x) . grad_x CE(x)|``: how far the loss is from
     its first-order Taylor model along the attack's perturbation (Qin et al. 2019, "local
     linearity regularization"). Returns the error, both losses (each of shape (batch,)) and the
-    adversarial logits; with ``create_graph`` the error can be back-propagated into the weights
-    (double backprop). Clean and adversarial inputs go through the model in one batch.
+    adversarial logits. With ``create_graph`` the error back-propagates into the weights through
+    ``grad_x CE(x)`` too (double backprop); without it, only through the two losses. Clean and
+    adversarial inputs go through the model in one batch.
 
     Qin et al. maximise this error itself over the ball with an inner loop of its own and add a
     gradient term ``|d . grad CE(x)|``; the ``llr`` option of the ``pgd`` objective evaluates it at
@@ -43,7 +44,7 @@ def linearization_error(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, 
     out = model(torch.cat([x_adv.detach(), xc]))
     ce = F.cross_entropy(out, torch.cat([y, y]), reduction="none")
     ce_adv, ce_clean = ce[:n], ce[n:]
-    (g,) = torch.autograd.grad(ce_clean.sum(), xc, create_graph=create_graph)
+    (g,) = torch.autograd.grad(ce_clean.sum(), xc, create_graph=create_graph, retain_graph=True)
     delta = (x_adv - x).detach()
     err = (ce_adv - ce_clean - (delta * g).flatten(1).sum(1)).abs()
     return Linearization(err, ce_adv, ce_clean, out[:n])
