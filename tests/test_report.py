@@ -186,7 +186,7 @@ def test_demo_report_numbers_equal_json_records(demo) -> None:
 def test_demo_metrics_valid_and_consistent(demo) -> None:
     import math
 
-    from robrep.certify.smoothing import read_tsv
+    from robrep.certify.runner import read_tsv
     from robrep.demo import CERT_RADII, DEMO_EPS, FAST
     from robrep.evaluate.synbench import (
         expected_bound_curve,

@@ -21,7 +21,7 @@ from robrep.certify.semantic_verify import (
     gradient_attack,
     grid_attack,
     semantic_certify,
-    summarize,
+    summarize_semantic,
     verify_range,
 )
 from robrep.errors import InputError
@@ -304,7 +304,7 @@ def test_semantic_certify_summary_and_misclassified_images() -> None:
     y = torch.tensor([0, 0, 0])
     res = semantic_certify(model, x, y, "brightness", 0.5, 0.05, gradient=False)
     assert [r.correct for r in res] == [True, True, False]
-    s = summarize(res, "brightness", "crown")
+    s = summarize_semantic(res, "brightness", "crown")
     assert s.n == 3 and s.n_correct == 2 and s.violations == 0
     assert s.verified_radius == pytest.approx(0.30) and s.attacked_radius == pytest.approx(0.3125)
     json.dumps([r.to_dict() for r in res])  # JSON-serializable records

@@ -31,14 +31,12 @@ from robrep.certify.hidden_cost import (
     smoothed_ball_radius,
     smoothed_boundary,
 )
+from robrep.certify.runner import certify_dataset, read_tsv, write_tsv
 from robrep.certify.smoothing import (
-    certify_dataset,
     clopper_pearson_upper,
     image_generator,
     predict_from_counts,
-    read_tsv,
     sample_counts,
-    write_tsv,
 )
 from robrep.errors import InputError
 
@@ -199,7 +197,7 @@ def test_certify_dataset_rows_and_tsv(tmp_path) -> None:  # type: ignore[no-unty
     rows1 = certify_dataset(model, x[:1], y[:1], 0.25, order=1, n0=50, n=4000, batch_size=1000)
     assert rows1[0]["radius_cohen"] > 0 and math.isnan(rows1[0]["radiusR"])
     # rows survive a JSON round trip (nan -> null) through the summary and the TSV writer
-    from robrep.cli.certify import summarize
+    from robrep.certify.runner import summarize_certification as summarize
     from robrep.io.atomic import to_jsonable
 
     back1 = json.loads(json.dumps(to_jsonable(rows1)))

@@ -23,7 +23,7 @@ from robrep.transfer import (
     load_source,
     replace_head,
     run_sweep,
-    summarize,
+    summarize_sweep,
     transfer,
 )
 from robrep.transfer import sweep as sweep_mod
@@ -305,7 +305,7 @@ def test_sweep_resumes_without_redoing_cells(tmp_path, monkeypatch) -> None:
     with pytest.raises(InputError, match="other settings"):
         run_sweep(sources, ["demo"], tmp_path / "sw", **{**kw, "base": TransferConfig(epochs=2, eval_n=20)})
 
-    rows = summarize(recs)
+    rows = summarize_sweep(recs)
     assert len(rows) == 4 and {r["eps"] for r in rows} == {0.0, 0.1}
     assert all(r["adversarial"]["mean"] <= 1 for r in rows)
 

@@ -15,8 +15,13 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import norm
 
-from robrep.certify.smoothing import FIRST_ORDER_COLUMNS, TSV_COLUMNS, certified_accuracy, write_tsv
-from robrep.cli.certify import _plot, summarize
+from robrep.certify import certified_accuracy
+from robrep.certify.runner import (
+    plot_certified_accuracy,
+    summarize_certification,
+    tsv_columns,
+    write_tsv,
+)
 from robrep.runs import write_record
 
 L2_RADII = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0]
@@ -43,15 +48,15 @@ def load_runs(root: Path, runs_dir: str = "certify", dataset: str = "mnist") -> 
             continue
         rows.sort(key=lambda r: r["idx"])
         sigma = float(settings["sigma"])
-        m = summarize(rows, sigma, 1, 784, L2_RADII)
+        m = summarize_certification(rows, sigma, 1, 784, L2_RADII)
         m |= {k: settings[k] for k in ("dataset", "sigma", "order", "n0", "n", "alpha")}
         m["num_images"] = len(rows)
         m["seconds"] = float(sum(r["time"] for r in rows))
         out = d / "merged"
         out.mkdir(exist_ok=True)
-        write_tsv(out / "certify.tsv", rows, TSV_COLUMNS[:4] + FIRST_ORDER_COLUMNS + TSV_COLUMNS[4:])
+        write_tsv(out / "certify.tsv", rows, tsv_columns(1))
         write_record(out, "certify (merged chunks)", config | {"num": len(rows), "start": 0}, m)
-        _plot(m, out / "certified_accuracy.png", f"{dataset} sigma={sigma} n={m['n']} ({len(rows)} images)")
+        plot_certified_accuracy(m, out / "certified_accuracy.png", f"{dataset} sigma={sigma} n={m['n']} ({len(rows)} images)")
         runs[sigma] = {"rows": rows, "metrics": m}
     return runs
 

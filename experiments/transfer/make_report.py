@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from robrep.transfer import best_vs_standard, load_records, plot_sweep, summarize
+from robrep.transfer import best_vs_standard, load_records, plot_sweep, summarize_sweep
 
 
 def pct(s: dict | None) -> str:
@@ -19,7 +19,7 @@ def pct(s: dict | None) -> str:
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "artifacts/transfer/sweep")
     figs = Path(sys.argv[2] if len(sys.argv) > 2 else "docs/figures/transfer")
-    rows = summarize(load_records(out))
+    rows = summarize_sweep(load_records(out))
     srcs: dict[str, dict] = {}
     for p in sorted((out / "sources").glob("*.json")):
         d = json.loads(p.read_text())

@@ -223,24 +223,18 @@ def _probe(model: RobrepModel, tr: ImageData, te: ImageData, thr: ThreatModel, s
 
 
 def _certify(model: RobrepModel, te: ImageData, s: DemoSizes, seed: int, run_dir: Path, show: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    from .certify.smoothing import (
-        certified_accuracy,
-        certified_accuracy_curve,
-        certify,
-        image_generator,
-        write_tsv,
-    )
+    from .certify.runner import certify_dataset, write_tsv
+    from .certify.smoothing import certified_accuracy, certified_accuracy_curve
 
     x, y = te.head(s.cert_n).tensors()  # type: ignore[attr-defined]
     dev = next(model.parameters()).device
+    x, y = x.to(dev), y.to(dev)
     model.eval()
-    rows = []
-    for i in progress(range(len(y)), desc="certify", total=len(y), enable=show):
-        t0 = time.perf_counter()
-        c = certify(model, x[i].to(dev), s.cert_sigma, s.cert_n0, s.cert_samples, s.cert_alpha,
-                    batch_size=max(s.cert_n0, min(s.cert_samples, 1000)), generator=image_generator(seed, i, dev))
-        rows.append({"idx": i, "label": int(y[i]), "predict": c.prediction, "radius": c.radius,
-                     "correct": int(c.prediction == int(y[i])), "time": time.perf_counter() - t0})
+    rows: list[dict[str, Any]] = []
+    for i in progress(range(len(y)), desc="certify", total=len(y), enable=show):  # image i: noise from (seed, i)
+        rows += certify_dataset(model, x[i:i + 1], y[i:i + 1], s.cert_sigma, n0=s.cert_n0, n=s.cert_samples,
+                                alpha=s.cert_alpha, batch_size=max(s.cert_n0, min(s.cert_samples, 1000)), seed=seed,
+                                indices=[i])
     write_tsv(run_dir / "certify.tsv", rows)
     radii, correct = [r["radius"] for r in rows], [bool(r["correct"]) for r in rows]
     max_radius = s.cert_sigma * float(torch.special.ndtri(torch.tensor(s.cert_alpha ** (1.0 / s.cert_samples), dtype=torch.float64)))

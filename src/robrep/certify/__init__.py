@@ -1,5 +1,13 @@
 """Certification: randomized smoothing (Cohen et al. 2019), first-order certificates
-(Mohapatra et al. 2020) and the hidden cost of smoothing (Mohapatra et al. 2021)."""
+(Mohapatra et al. 2020), the hidden cost of smoothing (Mohapatra et al. 2021), and semantic
+perturbations with IBP/CROWN bounds (Mohapatra et al. 2020, "Towards verifying robustness of
+neural networks against a family of semantic perturbations").
+
+Modules: ``smoothing`` (one image: sampling, PREDICT, CERTIFY, Clopper-Pearson), ``first_order``
+(first-order radii), ``runner`` (data-set loops, resumable chunks, TSV files, summaries and
+plots), ``hidden_cost``, ``bounds`` (IBP/CROWN over a :class:`~robrep.threats.ThreatModel`),
+``semantic`` (transforms, SP-layers), ``semantic_verify`` (verification with splitting).
+"""
 
 from .bounds import (
     Bounds,
@@ -21,6 +29,15 @@ from .first_order import (
     numerical_radius,
     sample_gradient,
 )
+from .runner import (
+    CertifyRun,
+    certify_dataset,
+    certify_dataset_resumable,
+    plot_certified_accuracy,
+    read_tsv,
+    summarize_certification,
+    write_tsv,
+)
 from .semantic import (
     SEMANTIC_TRANSFORMS,
     apply_transform,
@@ -35,7 +52,7 @@ from .semantic_verify import (
     SemanticSummary,
     attack_range,
     semantic_certify,
-    summarize,
+    summarize_semantic,
     verify_range,
 )
 from .smoothing import (
@@ -50,6 +67,8 @@ from .smoothing import (
     predict,
     sample_counts,
 )
+
+summarize = summarize_semantic  # the former name, kept so that old imports work
 
 __all__ = [
     "SEMANTIC_TRANSFORMS",
@@ -71,11 +90,12 @@ __all__ = [
     "semantic_certify",
     "sp_layers",
     "sp_network",
-    "summarize",
+    "summarize_semantic",
     "to_sequential",
     "verify_range",
     "ABSTAIN",
     "Certificate",
+    "CertifyRun",
     "FirstOrderCertificate",
     "GradientBounds",
     "SmoothPrediction",
@@ -83,12 +103,18 @@ __all__ = [
     "certified_accuracy",
     "certified_accuracy_curve",
     "certify",
+    "certify_dataset",
+    "certify_dataset_resumable",
     "certify_first_order",
     "clopper_pearson_lower",
     "cohen_radius",
     "gradient_bounds",
     "numerical_radius",
+    "plot_certified_accuracy",
     "predict",
+    "read_tsv",
     "sample_counts",
     "sample_gradient",
+    "summarize_certification",
+    "write_tsv",
 ]

@@ -39,15 +39,15 @@ from scipy.special import ndtr, ndtri
 from scipy.stats import norm
 from torch import nn
 
+from .._modes import eval_mode
 from ..errors import InputError
 from .smoothing import (
     ABSTAIN,
-    _check_alpha,
-    _check_image,
-    _eval_mode,
-    _noise_batches,
+    check_alpha,
+    check_image,
     clopper_pearson_lower,
     cohen_radius,
+    noise_batches,
     sample_counts,
 )
 
@@ -295,14 +295,14 @@ def sample_gradient(model: nn.Module, x: torch.Tensor, sigma: float, target: int
         batch_size: noisy images per forward pass.
         generator: noise source.
     """
-    _check_image(x, sigma, n, batch_size)
+    check_image(x, sigma, n, batch_size)
     if n <= batch_size:
         batch_size = max(1, (n + 1) // 2)
     count = 0
     acc = [torch.zeros_like(x, dtype=torch.float64), torch.zeros_like(x, dtype=torch.float64)]
     nk = [0, 0]
-    with _eval_mode(model):
-        for i, (xb, noise) in enumerate(_noise_batches(x, sigma, n, batch_size, generator)):
+    with eval_mode(model):
+        for i, (xb, noise) in enumerate(noise_batches(x, sigma, n, batch_size, generator)):
             hit = (model(xb).argmax(1) == target)
             count += int(hit.sum())
             w = hit.to(torch.float64) - 0.5
@@ -374,7 +374,7 @@ def gradient_bounds(samples: GradientSamples, alpha: float) -> GradientBounds:
         samples: from :func:`sample_gradient`.
         alpha: failure probability of each bound (the authors use alpha' = alpha / 2).
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     s, n1, n2 = samples.sigma, samples.n1, samples.n2
     if n1 < 1 or n2 < 1:
         raise InputError("both halves need samples: use n > batch_size")
@@ -493,7 +493,7 @@ def certify_first_order(model: nn.Module, x: torch.Tensor, sigma: float, n0: int
         batch_size: noisy images per forward pass.
         generator: noise source.
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     sel = sample_counts(model, x, sigma, n0, batch_size=batch_size, generator=generator)
     c_a = int(sel.argmax())
     smp = sample_gradient(model, x, sigma, c_a, n, batch_size=batch_size, generator=generator)

@@ -28,6 +28,7 @@ from scipy.optimize import brentq
 from scipy.stats import chi2, ncx2, norm
 from torch import nn
 
+from .._modes import eval_mode
 from ..errors import InputError
 from .smoothing import ABSTAIN, image_generator, predict_from_counts, sample_counts
 
@@ -180,14 +181,9 @@ def hidden_cost(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigmas: Sequ
     """
     if x.ndim != 4 or y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise InputError(f"need x (N, C, H, W) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            clean_pred = torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
-            k = num_classes or int(model(x[:1]).shape[1])
-    finally:
-        model.train(was)
+    with eval_mode(model), torch.no_grad():
+        clean_pred = torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
+        k = num_classes or int(model(x[:1]).shape[1])
     labels = y.cpu().numpy()
     clean = (clean_pred.cpu().numpy() == labels).astype(float)
     out = []

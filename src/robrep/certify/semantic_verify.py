@@ -44,7 +44,7 @@ __all__ = [
     "gradient_attack",
     "grid_attack",
     "semantic_certify",
-    "summarize",
+    "summarize_semantic",
     "verify_range",
 ]
 
@@ -332,7 +332,7 @@ class SemanticSummary:
     violations: int
 
 
-def summarize(results: Sequence[SemanticImageResult], transform: str, method: str) -> SemanticSummary:
+def summarize_semantic(results: Sequence[SemanticImageResult], transform: str, method: str) -> SemanticSummary:
     """Average :class:`SemanticImageResult` over the correctly classified images."""
     ok = [r for r in results if r.correct]
     m = max(1, len(ok))

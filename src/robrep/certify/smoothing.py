@@ -13,15 +13,9 @@ images are certified, or in which order.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +23,7 @@ from scipy.stats import beta as beta_dist
 from scipy.stats import binomtest, norm
 from torch import nn
 
+from .._modes import eval_mode
 from ..errors import InputError
 
 __all__ = [
@@ -41,18 +36,15 @@ __all__ = [
     "predict",
     "predict_from_counts",
     "certify_from_counts",
-    "TSV_COLUMNS",
-    "FIRST_ORDER_COLUMNS",
     "certify",
     "SmoothPrediction",
     "Certificate",
     "certified_accuracy",
-    "certify_dataset",
-    "CertifyRun",
-    "certify_dataset_resumable",
     "certified_accuracy_curve",
-    "write_tsv",
-    "read_tsv",
+    "check_alpha",
+    "check_n_alpha",
+    "check_image",
+    "noise_batches",
 ]
 
 ABSTAIN = -1
@@ -60,14 +52,15 @@ ABSTAIN = -1
 
 
 # --------------------------------------------------------------------------- statistics
-def _check_alpha(alpha: float) -> None:
+def check_alpha(alpha: float) -> None:
+    """Refuse a failure probability outside (0, 1)."""
     if not 0.0 < alpha < 1.0:
         raise InputError(f"alpha must be in (0, 1), got {alpha}; the usual value is 0.001")
 
 
-def _check_n_alpha(n: int, alpha: float) -> None:
+def check_n_alpha(n: int, alpha: float) -> None:
     """Refuse an ``n`` so small that even n_A = n gives p_lower = alpha**(1/n) < 1/2 (always abstains)."""
-    _check_alpha(alpha)
+    check_alpha(alpha)
     if n >= 1 and alpha ** (1.0 / n) < 0.5:
         need = math.ceil(math.log(alpha) / math.log(0.5) - 1e-9)
         raise InputError(f"n={n} is too small for alpha={alpha:g}: even if all n samples agreed the lower bound would be "
@@ -89,7 +82,7 @@ def clopper_pearson_lower(k: int, n: int, alpha: float) -> float:
     Returns:
         The bound in [0, 1).
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     k, n = int(k), int(n)
     if n < 1 or not 0 <= k <= n:
         raise InputError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
@@ -101,7 +94,7 @@ def clopper_pearson_lower(k: int, n: int, alpha: float) -> float:
 def clopper_pearson_upper(k: int, n: int, alpha: float) -> float:
     """One-sided (1 - alpha) Clopper-Pearson upper bound: the (1 - alpha)-quantile of
     ``Beta(k + 1, n - k)`` (1 when ``k = n``). Same arguments as :func:`clopper_pearson_lower`."""
-    _check_alpha(alpha)
+    check_alpha(alpha)
     k, n = int(k), int(n)
     if n < 1 or not 0 <= k <= n:
         raise InputError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
@@ -133,17 +126,9 @@ def image_generator(seed: int, index: int, device: torch.device | str = "cpu") -
     return g
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
-
-
-def _check_image(x: torch.Tensor, sigma: float, n: int, batch_size: int) -> None:
+def check_image(x: torch.Tensor, sigma: float, n: int, batch_size: int) -> None:
+    """Check the arguments of a sampler: one finite float image (C, H, W), ``sigma > 0``,
+    ``n >= 1`` and ``batch_size >= 1`` (else :class:`~robrep.errors.InputError`)."""
     if not isinstance(x, torch.Tensor) or x.ndim != 3 or not x.is_floating_point():
         raise InputError(f"x must be one float image of shape (C, H, W), got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}; drop the batch dimension")
@@ -155,8 +140,8 @@ def _check_image(x: torch.Tensor, sigma: float, n: int, batch_size: int) -> None
         raise InputError(f"n and batch_size must be >= 1, got n={n}, batch_size={batch_size}")
 
 
-def _noise_batches(x: torch.Tensor, sigma: float, n: int, batch_size: int,
-                   generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def noise_batches(x: torch.Tensor, sigma: float, n: int, batch_size: int,
+                  generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(x + noise, noise)`` batches, ``noise = sigma * z`` with ``z ~ N(0, I)``, ``n`` in all."""
     left = n
     gdev = generator.device if generator is not None else x.device
@@ -184,10 +169,10 @@ def sample_counts(model: nn.Module, x: torch.Tensor, sigma: float, n: int, *, nu
     Returns:
         (K,) int64 counts summing to ``n``, on ``x.device``.
     """
-    _check_image(x, sigma, n, batch_size)
+    check_image(x, sigma, n, batch_size)
     counts: torch.Tensor | None = None
-    with _eval_mode(model):
-        for xb, _ in _noise_batches(x, sigma, n, batch_size, generator):
+    with eval_mode(model):
+        for xb, _ in noise_batches(x, sigma, n, batch_size, generator):
             logits = model(xb)
             k = num_classes or logits.shape[1]
             c = torch.bincount(logits.argmax(1), minlength=k)
@@ -217,7 +202,7 @@ def predict_from_counts(counts: Sequence[int] | torch.Tensor, alpha: float) -> S
     Abstains unless the two-sided binomial test of ``n_A`` successes in ``n_A + n_B`` trials at
     p = 1/2 has p-value <= alpha (e.g. 510 vs 490 -> p = 0.548, abstain).
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     c = [int(v) for v in (counts.tolist() if isinstance(counts, torch.Tensor) else counts)]
     if len(c) < 2 or sum(c) < 1:
         raise InputError("counts must have >= 2 classes and at least one sample")
@@ -301,7 +286,7 @@ def certify(model: nn.Module, x: torch.Tensor, sigma: float, n0: int = 100, n: i
         batch_size: noisy images per forward pass.
         generator: noise source (seeded for reproducibility).
     """
-    _check_n_alpha(n, alpha)
+    check_n_alpha(n, alpha)
     sel = sample_counts(model, x, sigma, n0, batch_size=batch_size, generator=generator)
     c_a = int(sel.argmax())
     counts = sample_counts(model, x, sigma, n, num_classes=sel.numel(), batch_size=batch_size, generator=generator)
@@ -325,194 +310,3 @@ def certified_accuracy_curve(radii: Sequence[float] | np.ndarray, correct: Seque
                              grid: Sequence[float] | np.ndarray) -> list[list[float]]:
     """``[[r, certified_accuracy(r)], ...]`` over ``grid`` (the format of the HTML report's curves)."""
     return [[float(r), certified_accuracy(radii, correct, float(r))] for r in grid]
-
-
-TSV_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
-FIRST_ORDER_COLUMNS = ("radiusR", "radiusG", "radiusB", "radius_L1", "radius_LInf", "radius_L2", "radius_cohen")
-
-
-def write_tsv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] = TSV_COLUMNS) -> Path:
-    """Write per-image results as Cohen et al.'s tab-separated file (abstain = -1).
-
-    ``rows`` are dicts with at least ``columns``; floats are written with 4 decimals (``nan`` for
-    missing values) and ``time`` as seconds.
-    """
-    from ..io.atomic import atomic_write_text
-
-    lines = ["\t".join(columns)]
-    for r in rows:
-        vals = []
-        for c in columns:
-            v = r.get(c)
-            if v is None:  # missing, or nan after a JSON round trip
-                v = float("nan")
-            if isinstance(v, bool):
-                v = int(v)
-            vals.append(f"{v:.4f}" if isinstance(v, float) else str(v))
-        lines.append("\t".join(vals))
-    p = Path(path)
-    atomic_write_text(p, "\n".join(lines) + "\n")
-    return p
-
-
-def read_tsv(path: str | Path) -> list[dict[str, float]]:
-    """Read a file written by :func:`write_tsv` (or Cohen et al.'s ``certify.py``) into dicts of floats."""
-    lines = Path(path).read_text().strip().splitlines()
-    head = lines[0].split("\t")
-    out = []
-    for ln in lines[1:]:
-        vals = ln.split("\t")
-        row: dict[str, float] = {}
-        for k, v in zip(head, vals):
-            try:
-                row[k] = float(v)
-            except ValueError:  # Cohen's time column is h:mm:ss.ffffff
-                parts = v.split(":")
-                row[k] = sum(float(x) * 60 ** i for i, x in enumerate(reversed(parts))) if len(parts) > 1 else math.nan
-        out.append(row)
-    return out
-
-
-# --------------------------------------------------------------------------- data sets
-def _check_certify_inputs(x: torch.Tensor, y: torch.Tensor, order: int, n: int, alpha: float) -> None:
-    if order not in (0, 1):
-        raise InputError(f"order must be 0 or 1, got {order}")
-    _check_n_alpha(n, alpha)
-    if x.ndim != 4 or y.shape[:1] != x.shape[:1]:
-        raise InputError(f"need x (N, C, H, W) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
-
-
-def certify_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float, *, order: int = 0, n0: int = 100,
-                    n: int = 100_000, alpha: float = 1e-3, batch_size: int = 1000, seed: int = 0,
-                    indices: Sequence[int] | None = None,
-                    progress: Any = None) -> list[dict[str, Any]]:
-    """Certify every image of a batch; one row per image in Cohen et al.'s TSV format.
-
-    Order 0 rows: ``idx label predict radius correct time`` (abstain: predict = -1, radius 0).
-    Order 1 rows (:func:`robrep.certify.first_order.certify_first_order`) add ``radiusR radiusG
-    radiusB radius_L1 radius_LInf radius_L2 radius_cohen`` (pixel units; channels ``nan`` for
-    grayscale), ``p_lower`` and the gradient bounds; ``radius`` is then the first-order L2 radius
-    and ``correct`` refers to the first-order prediction (alpha split). ``correct_cohen`` says
-    whether Cohen's certificate (full alpha, same samples) is correct.
-
-    Args:
-        model: base classifier on [0,1] images.
-        x: (N, C, H, W) images in [0,1]; y: (N,) labels.
-        sigma: noise level (pixel units).
-        order: 0 (Cohen) or 1 (first order, Mohapatra et al. 2020).
-        n0, n, alpha, batch_size: CERTIFY settings.
-        seed: image i uses the generator ``image_generator(seed, idx_i)``.
-        indices: data-set indices of the rows (default 0..N-1), used for ``idx`` and seeding.
-        progress: optional callable ``progress(i)`` after each image.
-    """
-    _check_certify_inputs(x, y, order, n, alpha)
-    idxs = list(range(x.shape[0])) if indices is None else [int(i) for i in indices]
-    rows: list[dict[str, Any]] = []
-    for j, (idx, xi, yi) in enumerate(zip(idxs, x, y.tolist())):
-        gen = image_generator(seed, idx, xi.device)
-        t0 = time.perf_counter()
-        if order == 0:
-            c = certify(model, xi, sigma, n0, n, alpha, batch_size=batch_size, generator=gen)
-            rows.append({"idx": idx, "label": int(yi), "predict": c.prediction, "radius": c.radius,
-                         "correct": int(c.prediction == yi), "time": time.perf_counter() - t0,
-                         "count": c.count, "p_lower": c.p_lower})
-        else:
-            from .first_order import certify_first_order
-
-            f = certify_first_order(model, xi, sigma, n0, n, alpha, batch_size=batch_size, generator=gen)
-            ch = list(f.radius_channel) + [math.nan] * (3 - len(f.radius_channel))
-            b = f.bounds
-            row = {"idx": idx, "label": int(yi), "predict": f.prediction, "radius": f.radius_l2,
-                   "correct": int(f.prediction == yi), "time": time.perf_counter() - t0,
-                   "radiusR": ch[0], "radiusG": ch[1], "radiusB": ch[2], "radius_L1": f.radius_l1,
-                   "radius_LInf": f.radius_linf, "radius_L2": f.radius_l2, "radius_cohen": f.radius_cohen,
-                   "correct_cohen": int(f.selected == yi and f.radius_cohen > 0), "count": f.count,
-                   "p_lower": f.p_lower}
-            if b is not None:
-                row |= {"grad_l2_upper": b.l2_upper, "grad_l2_lower": b.l2_lower, "grad_linf_upper": b.linf_upper,
-                        "grad_l1_upper": b.l1_upper, "grad_l2_sq": b.l2_sq}
-            rows.append(row)
-        if progress is not None:
-            progress(j)
-    return rows
-
-
-@dataclass(frozen=True)
-class CertifyRun:
-    """Result of :func:`certify_dataset_resumable`.
-
-    Attributes:
-        rows: one row per image, as :func:`certify_dataset` gives them after a JSON round trip
-            (missing values such as grayscale channel radii are None).
-        chunks_done: chunks merged into ``rows``.
-        chunks_resumed: of those, chunks read back from the run folder instead of computed.
-        seconds: certification time summed over all chunks (including those of earlier runs).
-    """
-
-    rows: list[dict[str, Any]]
-    chunks_done: int
-    chunks_resumed: int
-    seconds: float
-
-
-def certify_dataset_resumable(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float,
-                              out: str | os.PathLike[str] | None = None, *, chunk_size: int = 50, resume: bool = False,
-                              overwrite: bool = False, fingerprint_extra: dict[str, Any] | None = None, order: int = 0,
-                              n0: int = 100, n: int = 100_000, alpha: float = 1e-3, batch_size: int = 1000, seed: int = 0,
-                              indices: Sequence[int] | None = None, progress: Any = None) -> CertifyRun:
-    """:func:`certify_dataset` in chunks of ``chunk_size`` images that can be resumed.
-
-    With ``out``, each finished chunk's rows are written atomically to
-    ``out/chunks/chunk-NNNNN.json`` with a fingerprint of the run (model weights, images,
-    labels, indices, sigma, order, n0, n, alpha, batch size, seed, chunk size, plus
-    ``fingerprint_extra``). ``resume=True`` skips the chunks already there; a chunk of another
-    configuration raises :class:`~robrep.errors.InputError`, and so do finished chunks without
-    ``resume`` (unless ``overwrite=True`` discards them). Each image draws its noise from
-    ``image_generator(seed, idx)``, so the rows do not depend on the chunking or on which run
-    computed which chunk (the ``time`` column aside).
-
-    Args:
-        model, x, y, sigma, order, n0, n, alpha, batch_size, seed, indices: as :func:`certify_dataset`.
-        out: run folder for the chunk files (None: nothing is written).
-        chunk_size: images per chunk.
-        resume, overwrite: what to do with finished chunks already in ``out``.
-        fingerprint_extra: more JSON settings identifying the run (e.g. dataset name and split).
-        progress: optional callable ``progress(j)`` after each newly certified image (j: position in x).
-    """
-    from ..io.atomic import to_jsonable
-
-    if chunk_size < 1:
-        raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
-    if (resume or overwrite) and out is None:
-        raise InputError("resume and overwrite need a run folder: pass --out (out=...)")
-    _check_certify_inputs(x, y, order, n, alpha)
-    idxs = list(range(x.shape[0])) if indices is None else [int(i) for i in indices]
-    if len(idxs) != x.shape[0]:
-        raise InputError(f"{len(idxs)} indices for {x.shape[0]} images; give one index per image")
-    bounds = [(s, min(s + chunk_size, len(idxs))) for s in range(0, len(idxs), chunk_size)]
-    store = None
-    if out is not None:
-        from ..io.chunks import ChunkStore, module_digest, tensor_digest
-
-        fp = {"kind": "certify", "model": module_digest(model), "data": tensor_digest(x, y),
-              "indices": tensor_digest(torch.tensor(idxs, dtype=torch.long)), "num_images": len(idxs),
-              "sigma": float(sigma), "order": order, "n0": n0, "n": n, "alpha": alpha, "batch_size": batch_size,
-              "seed": seed, "chunk_size": chunk_size, **(fingerprint_extra or {})}
-        store = ChunkStore.open(out, fp, len(bounds), resume=resume, overwrite=overwrite)
-    rows: list[dict[str, Any]] = []
-    seconds = 0.0
-    for k, (s, e) in enumerate(bounds):
-        if store is not None and k in store.done:
-            part = store.done[k]
-        else:
-            t0 = time.perf_counter()
-            step = None if progress is None else (lambda j, s=s: progress(s + j))
-            new = certify_dataset(model, x[s:e], y[s:e], sigma, order=order, n0=n0, n=n, alpha=alpha,
-                                  batch_size=batch_size, seed=seed, indices=idxs[s:e], progress=step)
-            part = {"start": s, "stop": e, "seconds": time.perf_counter() - t0,
-                    "rows": json.loads(json.dumps(to_jsonable(new)))}  # as read back: nan -> None
-            if store is not None:
-                store.write(k, part)
-        rows += part["rows"]
-        seconds += float(part["seconds"])
-    return CertifyRun(rows, len(bounds), len(store.done) if store is not None else 0, seconds)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any
 
@@ -35,92 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def summarize(rows: list[dict[str, Any]], sigma: float, order: int, d: int, radii: list[float] | None = None) -> dict[str, Any]:
-    """Certified-accuracy curves and tables from per-image rows of :func:`robrep.certify.smoothing.certify_dataset`."""
-    import numpy as np
-
-    from ..certify.smoothing import certified_accuracy, certified_accuracy_curve
-
-    radii = radii if radii else [round(k * sigma / 2, 6) for k in range(9)]
-    label = np.array([r["label"] for r in rows])
-    out: dict[str, Any] = {}
-
-    def block(name: str, rad: np.ndarray, cor: np.ndarray, grid_max: float, table: list[float]) -> None:
-        grid = np.linspace(0.0, max(grid_max, 1e-12), 101)
-        out[name] = certified_accuracy_curve(rad, cor, grid)
-        out[name.replace("vs_radius", "table")] = {f"{r:g}": certified_accuracy(rad, cor, r) for r in table}
-        out[name.replace("certified_accuracy_vs_radius", "mean_radius")] = float(rad[cor].mean()) if cor.any() else 0.0
-
-    rmax = 4.0 * sigma
-    if order == 0:
-        rad = np.array([r["radius"] for r in rows])
-        cor = np.array([bool(r["correct"]) for r in rows])
-        block("certified_accuracy_vs_radius", rad, cor, rmax, radii)
-        out["smoothed_accuracy"] = float(cor.mean())
-        out["abstain_rate"] = float(np.mean([r["predict"] == -1 for r in rows]))
-        return out
-    pred = np.array([r["predict"] for r in rows])
-    cor_fo = pred == label
-    cor_co = np.array([bool(r["correct_cohen"]) for r in rows])
-    cohen = np.array([r["radius_cohen"] for r in rows])
-    fo = {k: np.array([r[k] for r in rows]) for k in ("radius_L2", "radius_L1", "radius_LInf")}
-    # max(first-order, zeroth-order): union bound, level 1 - 1.5 alpha (L2) or 1 - 2 alpha (L1, Linf)
-    best_l2 = np.where(cor_fo, fo["radius_L2"], 0.0)
-    best_l2 = np.maximum(best_l2, np.where(cor_co, cohen, 0.0))
-    best_l1 = np.maximum(np.where(cor_fo, fo["radius_L1"], 0.0), np.where(cor_co, cohen, 0.0))
-    best_linf = np.maximum(np.where(cor_fo, fo["radius_LInf"], 0.0), np.where(cor_co, cohen / math.sqrt(d), 0.0))
-    any_cor = cor_fo | cor_co
-    block("certified_accuracy_vs_radius", best_l2, any_cor & (best_l2 >= 0), rmax, radii)
-    block("certified_accuracy_vs_radius_cohen", cohen, cor_co, rmax, radii)
-    block("certified_accuracy_vs_radius_l2_first_order", fo["radius_L2"], cor_fo, rmax, radii)
-    block("certified_accuracy_vs_radius_l1_first_order", fo["radius_L1"], cor_fo, rmax, radii)
-    block("certified_accuracy_vs_radius_l1_best", best_l1, any_cor, rmax, radii)
-    linf_table = [r / math.sqrt(d) for r in radii]
-    block("certified_accuracy_vs_radius_linf_first_order", fo["radius_LInf"], cor_fo, rmax / math.sqrt(d), linf_table)
-    block("certified_accuracy_vs_radius_linf_cohen", cohen / math.sqrt(d), cor_co, rmax / math.sqrt(d), linf_table)
-    block("certified_accuracy_vs_radius_linf_best", best_linf, any_cor, rmax / math.sqrt(d), linf_table)
-    # missing channel radii are nan (JSON null after a round trip)
-    chans = [k for k in ("radiusR", "radiusG", "radiusB") if not any(r.get(k) is None or math.isnan(r[k]) for r in rows)]
-    for k in chans:
-        block(f"certified_accuracy_vs_radius_{k}", np.array([r[k] for r in rows]), cor_fo, rmax, radii)
-    out["smoothed_accuracy"] = float(cor_fo.mean())
-    out["smoothed_accuracy_cohen"] = float(cor_co.mean())
-    out["abstain_rate"] = float(np.mean(pred == -1))
-    return out
-
-
-def _plot(metrics: dict[str, Any], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [k for k in metrics if k.startswith("certified_accuracy_vs_radius") and "linf" not in k]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
-    for k in keys:
-        xy = metrics[k]
-        lab = k.replace("certified_accuracy_vs_radius", "").strip("_") or "main (L2)"
-        ax.plot([a for a, _ in xy], [b for _, b in xy], label=lab)
-    ax.set_xlabel("radius (pixel units)")
-    ax.set_ylabel("certified accuracy")
-    ax.set_title(title, fontsize=9)
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def run(args: argparse.Namespace) -> int:
     import time
 
     import torch
 
-    from ..certify.smoothing import (
-        FIRST_ORDER_COLUMNS,
-        TSV_COLUMNS,
+    from ..certify.runner import (
         certify_dataset_resumable,
+        plot_certified_accuracy,
+        summarize_certification,
+        tsv_columns,
         write_tsv,
     )
     from ..data import load_dataset
@@ -161,16 +84,15 @@ def run(args: argparse.Namespace) -> int:
                                "num_images": len(idx), "seconds": seconds,
                                "samples_per_second": len(idx) * (args.n + args.n0) / max(seconds, 1e-9),
                                "chunks_done": run_.chunks_done, "chunks_resumed": run_.chunks_resumed}
-    metrics |= summarize(rows, args.sigma, args.order, d, args.radii)
+    metrics |= summarize_certification(rows, args.sigma, args.order, d, args.radii)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        cols = TSV_COLUMNS if args.order == 0 else TSV_COLUMNS[:4] + FIRST_ORDER_COLUMNS + TSV_COLUMNS[4:]
-        write_tsv(out / "certify.tsv", rows, cols)
+        write_tsv(out / "certify.tsv", rows, tsv_columns(args.order))
         atomic_write_json(out / "per_image.json", {"rows": rows})
         atomic_write_json(out / "result.json", metrics)
         write_record(out, "certify", vars(args) | {"func": None}, metrics)
-        _plot(metrics, out / "certified_accuracy.png", f"{dataset} sigma={args.sigma} order={args.order} n={args.n}")
+        plot_certified_accuracy(metrics, out / "certified_accuracy.png", f"{dataset} sigma={args.sigma} order={args.order} n={args.n}")
     tab = metrics["certified_accuracy_table"]
     s = (f"{dataset} ({len(idx)} images, sigma={args.sigma}, n={args.n}, order {args.order}): smoothed accuracy "
          f"{metrics['smoothed_accuracy']:.4f}, abstain {metrics['abstain_rate']:.3f}; certified accuracy "

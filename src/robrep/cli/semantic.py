@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..certify.semantic_verify import semantic_certify, summarize
+    from ..certify.semantic_verify import semantic_certify, summarize_semantic
     from ..data import load_dataset
     from ..io.atomic import atomic_write_json
     from ..runs import write_record
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     res = semantic_certify(model, x, y, args.transform, eps, delta, method=args.method, subdiv=subdiv,
                            attack_delta=args.attack_delta, gradient=not args.no_gradient, seed=args.seed,
                            verify=args.verify, progress=progress)
-    s = summarize(res, args.transform, args.method if args.verify else "attack-only")
+    s = summarize_semantic(res, args.transform, args.method if args.verify else "attack-only")
     out = {"transform": args.transform, "dataset": dataset, "checkpoint": str(args.checkpoint), "eps": eps, "delta": delta,
            "subdiv": subdiv, "verified": args.verify, **{k: v for k, v in s.__dict__.items() if k not in ("transform",)}}
     if args.out:

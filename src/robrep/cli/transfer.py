@@ -146,7 +146,7 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
         load_records,
         plot_sweep,
         run_sweep,
-        summarize,
+        summarize_sweep,
         table_markdown,
     )
 
@@ -166,7 +166,7 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
     records = run_sweep(sources, args.targets, out, fractions=args.fractions, modes=args.modes, seeds=args.seeds,
                         resolutions=res, base=base, data_root=args.data_root, device=device_of(args.device),
                         trust=args.trust_checkpoint, log=None if args.quiet else log)
-    rows = summarize(load_records(out))  # all cells in the folder, also those of earlier invocations
+    rows = summarize_sweep(load_records(out))  # all cells in the folder, also those of earlier invocations
     comp = best_vs_standard(rows, "natural") + best_vs_standard(rows, "adversarial")
     atomic_write_text(out / "table.md", table_markdown(rows))
     atomic_write_json(out / "summary.json", {"rows": rows, "best_vs_eps0": comp})

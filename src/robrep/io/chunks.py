@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import torch
 from ..errors import InputError
 from .atomic import atomic_write_json, to_jsonable
 
-__all__ = ["CHUNK_DIR", "ChunkStore", "canonical", "module_digest", "tensor_digest"]
+__all__ = ["CHUNK_DIR", "ChunkStore", "canonical", "module_digest", "run_chunks", "tensor_digest"]
 
 CHUNK_DIR = "chunks"
 _FORMAT = "robrep-chunk"
@@ -140,3 +140,39 @@ class ChunkStore:
 
 def _name(index: int) -> str:
     return f"chunk-{index:05d}.json"
+
+
+def run_chunks(store: ChunkStore | None, num_chunks: int, compute: Callable[[int], Any], *,
+               order: Iterable[int] | None = None) -> list[Any]:
+    """The resumable chunk loop: one result per chunk, in index order.
+
+    Chunk ``k`` is read back from ``store.done`` when an earlier run finished it; otherwise
+    ``compute(k)`` makes it and, with a ``store``, it is written at once (atomically), so a kill
+    loses at most the chunk in progress. ``compute`` must return JSON data (what is stored is
+    what a resumed run gets back, so return it as it reads back: see :func:`canonical`).
+
+    Args:
+        store: the run's :class:`ChunkStore` (None: compute everything, write nothing).
+        num_chunks: number of chunks ``K``.
+        compute: ``k -> result`` of chunk ``k``.
+        order: the chunk indices to walk (default ``range(K)``), e.g. wrapped in a progress bar;
+            each index of ``range(K)`` must occur once.
+
+    Returns:
+        ``[result_0, ..., result_{K-1}]``.
+    """
+    if store is not None and store.num_chunks != num_chunks:
+        raise InputError(f"the chunk store was opened for {store.num_chunks} chunks, not {num_chunks}")
+    results: dict[int, Any] = {}
+    for k in range(num_chunks) if order is None else order:
+        if k in results or not 0 <= k < num_chunks:
+            raise InputError(f"chunk index {k} repeated or outside 0..{num_chunks - 1}")
+        if store is not None and k in store.done:
+            results[k] = store.done[k]
+            continue
+        results[k] = compute(k)
+        if store is not None:
+            store.write(k, results[k])
+    if len(results) != num_chunks:
+        raise InputError(f"only {len(results)} of {num_chunks} chunks were walked; give every index once")
+    return [results[k] for k in range(num_chunks)]

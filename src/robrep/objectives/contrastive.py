@@ -62,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._modes import eval_mode
 from ..attacks.pgd import pgd
 from ..data.augment import Augment, augment_preset
 from ..errors import InputError
@@ -268,22 +269,6 @@ class _Embedder(nn.Module):
         return self.head(self.rep(x))
 
 
-class _Eval:
-    """Put modules in eval mode during the attack, then restore their modes."""
-
-    def __init__(self, mods: list[nn.Module], enable: bool) -> None:
-        self.mods, self.enable, self.was = mods, enable, [m.training for m in mods]
-
-    def __enter__(self) -> None:
-        if self.enable:
-            for m in self.mods:
-                m.eval()
-
-    def __exit__(self, *a: object) -> None:
-        for m, w in zip(self.mods, self.was):
-            m.train(w)
-
-
 class _Contrastive(Objective):
     """Shared machinery: augmentations, projection head, embedding, PGD settings.
 
@@ -441,7 +426,7 @@ class _Adversarial(_Contrastive):
         if thr.eps == 0:
             return x
         mods = [model] + ([self.head] if self.head is not None else [])
-        with _Eval(mods, self.attack_eval_mode):
+        with eval_mode(*mods, enable=self.attack_eval_mode):
             r = pgd(emb, x, torch.arange(x.shape[0], device=x.device), thr, steps=self.steps, step_size=self.step_size,
                     loss=loss_fn, random_start=self.random_start, keep_best=False, generator=ctx.generator, check=False)
         return r.x_adv.detach()

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._modes import eval_mode
 from ..errors import InputError
 from ..info.bounds import get_bound
 from ..info.critics import create_critic
@@ -57,11 +58,8 @@ class MIMaximization(Objective):
         self.critic: nn.Module | None = None
 
     def setup(self, model: nn.Module, example: torch.Tensor) -> None:
-        was = model.training
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             z = model(example[:2])
-        model.train(was)
         if z.ndim != 2:
             raise InputError(f"the encoder must output (N, D) representations, got {tuple(z.shape)}")
         kw: dict[str, Any] = {"hidden": self.critic_hidden}
@@ -117,15 +115,9 @@ class WorstCaseMIMaximization(MIMaximization):
             raise InputError("worst-case-mi needs a threat model: give --eps")
         critic = self._critic()
         model = ctx.attacker(model)  # the unwrapped module under DDP
-        mt, ct = model.training, critic.training
-        model.eval()
-        critic.eval()
-        try:
+        with eval_mode(model, critic):
             xa, _ = batch_pgd(lambda xx: self.bound.train(critic(xx.detach(), model(xx))), x, ctx.threat,
                               steps=self.attack_steps, step_size=self.step_size)
-        finally:
-            model.train(mt)
-            critic.train(ct)
         return xa
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:

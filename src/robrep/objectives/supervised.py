@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._modes import eval_mode
 from ..attacks.apgd import apgd
 from ..attacks.pgd import pgd_perturb
 from ..errors import InputError
@@ -48,20 +49,6 @@ def linearization_error(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, 
     delta = (x_adv - x).detach()
     err = (ce_adv - ce_clean - (delta * g).flatten(1).sum(1)).abs()
     return Linearization(err, ce_adv, ce_clean, out[:n])
-
-
-class _InEval:
-    """Run the attack with BatchNorm/Dropout in eval mode, then restore the mode."""
-
-    def __init__(self, model: nn.Module, enable: bool) -> None:
-        self.model, self.enable, self.was = model, enable, model.training
-
-    def __enter__(self) -> None:
-        if self.enable:
-            self.model.eval()
-
-    def __exit__(self, *a: object) -> None:
-        self.model.train(self.was)
 
 
 @register_objective("standard", help="cross-entropy on clean inputs")
@@ -114,7 +101,7 @@ class MadryAT(Objective):
         if ctx.threat.eps == 0:
             return x
         am = ctx.attacker(model)
-        with _InEval(am, self.attack_eval_mode):
+        with eval_mode(am, enable=self.attack_eval_mode):
             if self.attack == "apgd":
                 return apgd(am, x, y, ctx.threat, steps=self.steps, loss="ce", generator=ctx.generator, check=False).x_adv
             alpha = self.step_size if self.step_size is not None else 2.5 * ctx.threat.eps / self.steps
@@ -162,7 +149,7 @@ class FastAT(MadryAT):
             return x
         alpha = self.step_size if self.step_size is not None else self.step_size_factor * ctx.threat.eps
         am = ctx.attacker(model)
-        with _InEval(am, self.attack_eval_mode):
+        with eval_mode(am, enable=self.attack_eval_mode):
             return pgd_perturb(am, x, y, ctx.threat, steps=1, step_size=alpha, random_start=True,
                                generator=ctx.generator, check=False)
 
@@ -185,7 +172,7 @@ class Trades(Objective):
         assert ctx.threat is not None
         thr = ctx.threat
         am = ctx.attacker(model)
-        with _InEval(am, self.attack_eval_mode):
+        with eval_mode(am, enable=self.attack_eval_mode):
             with torch.no_grad():
                 p_clean = F.softmax(am(x), 1)
             if thr.eps > 0:

@@ -22,9 +22,11 @@ from .sweep import (
     plot_sweep,
     run_sweep,
     source_threat,
-    summarize,
+    summarize_sweep,
     table_markdown,
 )
+
+summarize = summarize_sweep  # the former name, kept so that old imports work
 
 __all__ = [
     "MODES",
@@ -43,7 +45,7 @@ __all__ = [
     "replace_head",
     "run_sweep",
     "source_threat",
-    "summarize",
+    "summarize_sweep",
     "table_markdown",
     "trainable_parameters",
     "transfer",

@@ -31,7 +31,7 @@ from ..models import RobrepModel, create_model, load_with_meta
 from ..threats import threat
 from .core import MODES, TransferConfig, transfer
 
-__all__ = ["Cell", "SourceSpec", "best_vs_standard", "cell_id", "load_records", "load_source", "plot_sweep", "run_sweep", "source_threat", "summarize",
+__all__ = ["Cell", "SourceSpec", "best_vs_standard", "cell_id", "load_records", "load_source", "plot_sweep", "run_sweep", "source_threat", "summarize_sweep",
            "table_markdown"]
 
 
@@ -249,7 +249,7 @@ def _stats(vals: list[float]) -> dict[str, float]:
     return {"mean": mean, "std": std, "ci95": half, "n_seeds": n}
 
 
-def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarize_sweep(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (target, fraction, resolution, mode, source): mean, sample std and 95 % t
     half-width over seeds of natural and adversarial accuracy, sorted by source norm and eps."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}

@@ -5,7 +5,7 @@ interpolation, misclassification insight and saliency maps, on any model and lay
 fidelity metrics (SSIM, l2, intervals) used to compare standard and robust models.
 """
 
-from .metrics import Interval, gaussian_window, image_l2, mean_interval, ssim
+from .metrics import MeanInterval, gaussian_window, image_l2, mean_interval, ssim
 from .operations import (
     BrittlenessResult,
     FeatureAdditionResult,
@@ -43,7 +43,7 @@ __all__ = [
     "FeatureAdditionResult",
     "FeatureVisualization",
     "InterpolationResult",
-    "Interval",
+    "MeanInterval",
     "InversionResult",
     "MisclassificationInsight",
     "OptimizationResult",

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 
-__all__ = ["ssim", "gaussian_window", "image_l2", "Interval", "mean_interval"]
+__all__ = ["ssim", "gaussian_window", "image_l2", "MeanInterval", "mean_interval"]
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -83,7 +83,7 @@ def image_l2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Interval:
+class MeanInterval:
     """A mean with a two-sided confidence interval.
 
     Attributes:
@@ -106,7 +106,7 @@ class Interval:
 
 
 def mean_interval(values: torch.Tensor, *, level: float = 0.95, method: str = "t", resamples: int = 10_000,
-                  seed: int = 0) -> Interval:
+                  seed: int = 0) -> MeanInterval:
     """Confidence interval of the mean of ``values`` (1-D, n >= 2).
 
     ``t``: ``mean +- t_{(1+level)/2, n-1} s / sqrt(n)``; ``bootstrap``: percentile interval of
@@ -123,12 +123,12 @@ def mean_interval(values: torch.Tensor, *, level: float = 0.95, method: str = "t
         from scipy.stats import t as student_t
 
         half = float(student_t.ppf((1 + level) / 2, n - 1)) * float(v.std(unbiased=True)) / math.sqrt(n)
-        return Interval(m, m - half, m + half, n, level, "t")
+        return MeanInterval(m, m - half, m + half, n, level, "t")
     if method == "bootstrap":
         g = torch.Generator().manual_seed(seed)
         idx = torch.randint(0, n, (resamples, n), generator=g)
         means = v[idx].mean(1)
         a = (1 - level) / 2
         lo, hi = torch.quantile(means, torch.tensor([a, 1 - a], dtype=torch.float64)).tolist()
-        return Interval(m, lo, hi, n, level, "bootstrap")
+        return MeanInterval(m, lo, hi, n, level, "bootstrap")
     raise InputError(f"method must be 't' or 'bootstrap', got {method!r}")
