@@ -8,9 +8,20 @@ import pytest
 import torch
 from torch import nn
 
-from robrep.certify.bounds import BoxSet, LpBall, box, compute_bounds, margin_spec, to_sequential
+from robrep.attacks import pgd
+from robrep.certify.bounds import (
+    BoxSet,
+    LpBall,
+    ThreatBall,
+    ball,
+    box,
+    compute_bounds,
+    margin_spec,
+    to_sequential,
+)
 from robrep.errors import InputError
 from robrep.models import create_model
+from robrep.threats import threat
 
 
 def _sample_box(lo: torch.Tensor, up: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
@@ -51,6 +62,79 @@ def test_linear_layer_closed_form(p: float) -> None:
         b = compute_bounds(nn.Sequential(lin), LpBall(x0, eps, p), method=method)
         torch.testing.assert_close(b.lower, centre - rad, atol=1e-5, rtol=0)
         torch.testing.assert_close(b.upper, centre + rad, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("p", [math.inf, 2.0, 1.0])
+def test_threat_ball_with_box_linear_closed_form(p: float) -> None:
+    # The threat model's set is ball AND [0,1] box. On a linear layer the bound over it is the
+    # smaller of the dual-norm bound Wx0 + b +- eps ||W_j||_q and the bound over the clipped
+    # bounding box W c + b +- |W| r (c, r: centre and half-width of clip(x0 -+ eps, 0, 1)); for
+    # linf the clipped box is the set itself, so the bound is exact.
+    torch.manual_seed(0)
+    lin = nn.Linear(7, 4)
+    x0 = torch.rand(3, 7)
+    x0[:, :3] = torch.tensor([0.0, 0.02, 1.0])  # coordinates where the box binds
+    eps = 0.3 if p == math.inf else 0.6
+    q = {math.inf: 1.0, 2.0: 2.0, 1.0: math.inf}[p]
+    w, b0 = lin.weight.detach(), lin.bias.detach()
+    rad = eps * (w.abs().amax(1) if q == math.inf else w.norm(p=q, dim=1))
+    centre = lin(x0).detach()
+    lo_box, up_box = (x0 - eps).clamp(0, 1), (x0 + eps).clamp(0, 1)
+    c, r = (lo_box + up_box) / 2, (up_box - lo_box) / 2
+    box_lo, box_up = c @ w.T + b0 - r @ w.abs().T, c @ w.T + b0 + r @ w.abs().T
+    norm = {math.inf: "linf", 2.0: "l2", 1.0: "l1"}[p]
+    inp = ball(threat(norm, eps), x0)
+    assert isinstance(inp, ThreatBall) and inp.clip and inp.eps == eps and inp.p == p
+    for method in ("ibp", "crown"):
+        bd = compute_bounds(nn.Sequential(lin), inp, method=method)
+        torch.testing.assert_close(bd.lower, torch.maximum(centre - rad, box_lo), atol=1e-5, rtol=0)
+        torch.testing.assert_close(bd.upper, torch.minimum(centre + rad, box_up), atol=1e-5, rtol=0)
+    if p == math.inf:
+        torch.testing.assert_close(bd.lower, box_lo, atol=1e-5, rtol=0)
+    # the plain ball (the former LpBall) is never tighter
+    plain = compute_bounds(nn.Sequential(lin), LpBall(x0, eps, p), method="crown")
+    assert (plain.lower <= bd.lower + 1e-6).all() and (plain.upper >= bd.upper - 1e-6).all()
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.5)])
+def test_one_threat_object_for_attack_and_bounds(norm: str, eps: float) -> None:
+    # the same ThreatModel drives PGD and the certificate: no attack finds a margin below the
+    # certified lower bound, random points of the set stay inside the bounds, and the [0,1] box
+    # changes the bounds (CROWN's adaptive ReLU slopes make "tighter everywhere" no theorem for
+    # nets; for a linear layer it is, see the closed form above)
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 3)).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 4, 4, generator=g)
+    x[:, :, 0] = 0.0  # a row on the box's edge
+    y = torch.tensor([0, 1, 2, 0])
+    thr = threat(norm, eps)
+    spec = margin_spec(3, y)
+    b = compute_bounds(net, ball(thr, x), spec, "crown", crown_max_neurons=10_000)
+    plain = compute_bounds(net, ball(thr, x, clip=False), spec, "crown", crown_max_neurons=10_000)
+    assert not torch.allclose(b.lower, plain.lower)  # the box binds somewhere
+    assert (b.lower > plain.lower + 1e-6).any() and (b.lower <= b.upper).all()
+
+    def worst_margin(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # maximize -min margin
+        m = out.gather(1, target[:, None]) - out
+        m = m.masked_fill(torch.nn.functional.one_hot(target, 3).bool(), float("inf"))
+        return -m.min(1).values
+
+    adv = pgd(net, x, y, thr, steps=50, loss=worst_margin, generator=torch.Generator().manual_seed(0)).x_adv
+    assert bool(thr.contains(adv, x).all())
+    with torch.no_grad():
+        pts = torch.cat([adv, *[thr.random_start(x, torch.Generator().manual_seed(k)) for k in range(50)]])
+        val = torch.einsum("nso,no->ns", spec.repeat(51, 1, 1), net(pts)).view(51, 4, -1)
+    assert (val >= b.lower.unsqueeze(0) - 1e-5).all() and (val <= b.upper.unsqueeze(0) + 1e-5).all()
+
+
+def test_threat_ball_refuses_bad_input() -> None:
+    with pytest.raises(InputError, match="clip=False"):
+        ball(threat("l2", 0.1), torch.full((1, 3), 2.0))
+    with pytest.raises(InputError, match="ThreatModel"):
+        ThreatBall(0.1, torch.zeros(1, 3))  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="p must be"):
+        LpBall(torch.zeros(1, 3), 0.1, 3.0)
 
 
 def test_relu_one_neuron_closed_form() -> None:

@@ -19,9 +19,14 @@ Methods:
   neurons (when forward mode is not used), else from IBP; every intermediate bound is
   intersected with IBP's.
 
-Input sets (:class:`BoxSet`, :class:`LpBall`): a box, a *union* of K boxes (Semantify-NN's
-implicit splitting: at the first affine layers and at every linear concretization the bound is
-the max over the K boxes), or an l_p ball (concretized with the dual norm).
+Input sets: :class:`BoxSet`, a box or a *union* of K boxes (Semantify-NN's implicit splitting:
+at the first affine layers and at every linear concretization the bound is the max over the K
+boxes); :class:`ThreatBall`, the set a :class:`~robrep.threats.ThreatModel` allows around each
+image -- the same object the attacks use -- i.e. the l_p ball intersected with the [0,1] box
+(:func:`ball`). Linear functions are concretized over it with the dual norm and, with the box,
+also over the ball's bounding box clipped to [0,1]; the smaller of the two bounds is taken (for
+linf the clipped box *is* the set, so the bound is exact). :func:`LpBall` is the plain ball
+without the box (inputs that are not images).
 """
 
 from __future__ import annotations
@@ -35,9 +40,11 @@ from torch import nn
 
 from ..errors import InputError
 from ..models.base import Normalize, RobrepModel
+from ..threats import ThreatModel, threat
 from .semantic import PixelMix, ThetaToPixels
 
-__all__ = ["BoxSet", "LpBall", "Bounds", "box", "compute_bounds", "ibp", "crown", "margin_spec", "to_sequential"]
+__all__ = ["BoxSet", "ThreatBall", "LpBall", "Bounds", "ball", "box", "compute_bounds", "ibp", "crown", "margin_spec",
+           "to_sequential"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,18 +74,41 @@ class BoxSet:
 
 
 @dataclass(frozen=True)
-class LpBall:
-    """An l_p ball ``{x : ||x - center||_p <= eps}`` per example; center (N, *input_shape)."""
+class ThreatBall:
+    """The perturbation set of a threat model around each example.
 
+    ``{x' : ||x' - center||_p <= threat.eps}``, intersected with the [0,1] box when ``clip`` (what
+    the threat model means for images, and what the attacks search). ``center`` is
+    (N, *input_shape); with ``clip`` it must lie in [0,1].
+
+    Attributes:
+        threat: the :class:`~robrep.threats.ThreatModel` (its ``eps`` and ``p`` are used).
+        center: the clean inputs.
+        clip: intersect with [0,1] (False: the plain l_p ball, e.g. for inputs that are not images).
+    """
+
+    threat: ThreatModel
     center: torch.Tensor
-    eps: float
-    p: float
+    clip: bool = True
 
     def __post_init__(self) -> None:
-        if self.p not in (1.0, 2.0, math.inf):
-            raise InputError(f"p must be 1, 2 or inf, got {self.p}")
-        if self.eps < 0:
-            raise InputError(f"eps must be >= 0, got {self.eps}")
+        if not isinstance(self.threat, ThreatModel):
+            raise InputError(f"threat must be a robrep ThreatModel (robrep.threat('linf', eps)), got {type(self.threat).__name__}")
+        if self.threat.p not in (1.0, 2.0, math.inf):
+            raise InputError(f"p must be 1, 2 or inf, got {self.threat.p}")
+        if self.center.dim() < 2:
+            raise InputError(f"center must be (N, *input_shape), got {tuple(self.center.shape)}; add a batch dimension")
+        if self.clip and bool(((self.center < 0) | (self.center > 1)).any()):
+            raise InputError("with clip=True the center must be images in [0,1]; rescale the inputs or pass clip=False "
+                             "(a plain l_p ball)")
+
+    @property
+    def eps(self) -> float:
+        return float(self.threat.eps)
+
+    @property
+    def p(self) -> float:
+        return float(self.threat.p)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -87,6 +117,26 @@ class LpBall:
     @property
     def n(self) -> int:
         return self.center.shape[0]
+
+    def interval(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coordinate-wise bounds of the set: ``center -+ eps`` (clipped to [0,1] with ``clip``)."""
+        lo, up = self.center - self.eps, self.center + self.eps
+        return (lo.clamp(0.0, 1.0), up.clamp(0.0, 1.0)) if self.clip else (lo, up)
+
+
+def ball(threat_model: ThreatModel, x: torch.Tensor, *, clip: bool = True) -> ThreatBall:
+    """The set ``threat_model`` allows around the images ``x`` (N, *input_shape): ball and [0,1] box."""
+    return ThreatBall(threat_model, x, clip)
+
+
+_NORM_OF_P = {math.inf: "linf", 2.0: "l2", 1.0: "l1"}
+
+
+def LpBall(center: torch.Tensor, eps: float, p: float) -> ThreatBall:  # noqa: N802 - the former class name
+    """The plain l_p ball ``{x : ||x - center||_p <= eps}`` (no [0,1] box); p in {1, 2, inf}."""
+    if p not in _NORM_OF_P:
+        raise InputError(f"p must be 1, 2 or inf, got {p}")
+    return ThreatBall(threat(_NORM_OF_P[p], eps), center, clip=False)
 
 
 def box(lower: torch.Tensor, upper: torch.Tensor) -> BoxSet:
@@ -106,15 +156,19 @@ def _dual(p: float) -> float:
     return 1.0 if p == math.inf else (math.inf if p == 1.0 else p / (p - 1.0))
 
 
-def _concretize(a: torch.Tensor, inp: BoxSet | LpBall, upper: bool) -> torch.Tensor:
+def _concretize(a: torch.Tensor, inp: BoxSet | ThreatBall, upper: bool) -> torch.Tensor:
     """max (upper) or min over the input set of <a, x>; a (N, S, *input_shape) -> (N, S)."""
     n, s = a.shape[:2]
     af = a.reshape(n, s, -1)
-    if isinstance(inp, LpBall):
+    if isinstance(inp, ThreatBall):
         q = _dual(inp.p)
         ax = torch.einsum("nsd,nd->ns", af, inp.center.reshape(n, -1))
         norm = af.abs().amax(-1) if q == math.inf else af.norm(p=q, dim=-1)
-        return ax + inp.eps * norm if upper else ax - inp.eps * norm
+        v = ax + inp.eps * norm if upper else ax - inp.eps * norm
+        if not inp.clip:
+            return v
+        vb = _concretize(a, box(*inp.interval()), upper)  # the set lies in its clipped bounding box too
+        return torch.minimum(v, vb) if upper else torch.maximum(v, vb)
     c = ((inp.lower + inp.upper) / 2).reshape(n, inp.lower.shape[1], -1)
     r = ((inp.upper - inp.lower) / 2).reshape(n, inp.lower.shape[1], -1)
     ac = torch.einsum("nsd,nkd->nsk", af, c)
@@ -368,13 +422,13 @@ def _ibp_step(op, lo: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, tor
     return (op.windows(lo, -math.inf).amax(2).view(shape), op.windows(up, -math.inf).amax(2).view(shape))
 
 
-def _input_bounds(inp: BoxSet | LpBall) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(inp, LpBall):
-        return inp.center - inp.eps, inp.center + inp.eps
+def _input_bounds(inp: BoxSet | ThreatBall) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(inp, ThreatBall):
+        return inp.interval()
     return inp.lower.amin(1), inp.upper.amax(1)
 
 
-def _prefix_bounds(ops: list, inp: BoxSet | LpBall, chunk: int = 16) -> tuple[int, torch.Tensor, torch.Tensor]:  # type: ignore[type-arg]
+def _prefix_bounds(ops: list, inp: BoxSet | ThreatBall, chunk: int = 16) -> tuple[int, torch.Tensor, torch.Tensor]:  # type: ignore[type-arg]
     """Exact-per-box bounds through the leading affine layers: (number of layers, lower, upper).
 
     For a union of K boxes each box goes through the affine prefix separately and the max/min is
@@ -384,7 +438,7 @@ def _prefix_bounds(ops: list, inp: BoxSet | LpBall, chunk: int = 16) -> tuple[in
     j = 0
     while j < len(ops) and isinstance(ops[j], _Affine):
         j += 1
-    if isinstance(inp, LpBall):
+    if isinstance(inp, ThreatBall):
         if inp.p != math.inf:
             k = 0
             while k < j and isinstance(ops[k].fwd, (nn.Flatten, nn.Identity)):
@@ -398,6 +452,11 @@ def _prefix_bounds(ops: list, inp: BoxSet | LpBall, chunk: int = 16) -> tuple[in
                 q = _dual(inp.p)
                 rad = inp.eps * (w.abs().amax(1) if q == math.inf else w.norm(p=q, dim=1))
                 lo, up = yc - rad, yc + rad
+                if inp.clip:  # also bound the layer over the ball's clipped bounding box
+                    blo, bup = _input_bounds(inp)
+                    for op in ops[: k + 1]:
+                        blo, bup = _ibp_affine(op, blo, bup)
+                    lo, up = torch.maximum(lo, blo), torch.minimum(up, bup)
                 for op in ops[k + 1: j]:
                     lo, up = _ibp_affine(op, lo, up)
                 return j, lo, up
@@ -425,7 +484,7 @@ def _prefix_bounds(ops: list, inp: BoxSet | LpBall, chunk: int = 16) -> tuple[in
 # Backward (CROWN) and forward-mode linear bounds
 
 
-def _backward(ops: list, upto: int, a: torch.Tensor, pre: dict[int, tuple[torch.Tensor, torch.Tensor]], inp: BoxSet | LpBall) -> Bounds:  # type: ignore[type-arg]
+def _backward(ops: list, upto: int, a: torch.Tensor, pre: dict[int, tuple[torch.Tensor, torch.Tensor]], inp: BoxSet | ThreatBall) -> Bounds:  # type: ignore[type-arg]
     """CROWN bounds of ``a . z_upto`` (z_upto = output of ops[upto]); a (N, S, *out_shape)."""
     n, s = a.shape[:2]
     au, al = a, a
@@ -542,7 +601,7 @@ def margin_spec(num_classes: int, labels: torch.Tensor, targets: torch.Tensor | 
 
 def compute_bounds(
     layers: nn.Module | list[nn.Module],
-    inp: BoxSet | LpBall,
+    inp: BoxSet | ThreatBall,
     spec: torch.Tensor | None = None,
     method: str = "crown",
     *,
@@ -554,7 +613,8 @@ def compute_bounds(
     Args:
         layers: an ``nn.Sequential`` (or list) of supported layers, or a robrep model
             (converted with :func:`to_sequential`). Put it in eval mode first.
-        inp: the input set (:class:`BoxSet` / :func:`box`, or :class:`LpBall`).
+        inp: the input set: :class:`BoxSet` (:func:`box`), or :class:`ThreatBall` (:func:`ball`:
+            a threat model around the images, with the [0,1] box; :func:`LpBall`: without it).
         spec: (N, S, out_dim) linear specification (e.g. :func:`margin_spec`); None for the outputs.
         method: ``"ibp"`` or ``"crown"``.
         forward_max_dim: use forward-mode linear bounds for intermediate layers when the input has
@@ -645,11 +705,11 @@ def compute_bounds(
     return _backward(ops, len(ops) - 1, a, pre, inp)
 
 
-def ibp(layers: nn.Module | list[nn.Module], inp: BoxSet | LpBall, spec: torch.Tensor | None = None) -> Bounds:
+def ibp(layers: nn.Module | list[nn.Module], inp: BoxSet | ThreatBall, spec: torch.Tensor | None = None) -> Bounds:
     """Interval bound propagation (Gowal et al. 2018): ``compute_bounds(..., method="ibp")``."""
     return compute_bounds(layers, inp, spec, "ibp")
 
 
-def crown(layers: nn.Module | list[nn.Module], inp: BoxSet | LpBall, spec: torch.Tensor | None = None, **kw: int) -> Bounds:
+def crown(layers: nn.Module | list[nn.Module], inp: BoxSet | ThreatBall, spec: torch.Tensor | None = None, **kw: int) -> Bounds:
     """CROWN linear relaxation (Zhang et al. 2018): ``compute_bounds(..., method="crown")``."""
     return compute_bounds(layers, inp, spec, "crown", **kw)
