@@ -12,8 +12,7 @@ The public API (everything else is an implementation detail)::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .attacks import (
     AttackResult,
     apgd,

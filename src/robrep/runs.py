@@ -34,7 +34,7 @@ def environment() -> dict[str, Any]:
     import numpy
     import torch
 
-    from . import __version__
+    from ._version import __version__
 
     env: dict[str, Any] = {
         "robrep": __version__,

@@ -20,7 +20,7 @@ COMMANDS = ["list_cmd", "train", "evaluate", "attack", "report", "demo", "visual
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
 
     p = argparse.ArgumentParser(prog="robrep", description="Adversarially robust representations: learn, measure, see.")
     p.add_argument("--version", action="version", version=f"robrep {__version__}")
