@@ -92,3 +92,28 @@ def test_certify_runner_has_no_import_cycle() -> None:
         assert "runner" not in names and not any(n and n.endswith("runner") for n in names)
     src = Path(sm.__file__).read_text()
     assert "first_order" not in [n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom)]
+
+
+def test_evaluate_and_train_are_packages_and_calls() -> None:
+    """``robrep.evaluate`` / ``robrep.train`` are the packages (attributes reachable) and calling
+    them runs their main function, with its signature (no function shadows a package)."""
+    import inspect
+    import types
+
+    import torch
+
+    import robrep
+    from robrep.evaluate import evaluate as evaluate_fn
+    from robrep.evaluate import linear_probe
+    from robrep.train import train as train_fn
+
+    assert isinstance(robrep.evaluate, types.ModuleType) and isinstance(robrep.train, types.ModuleType)
+    assert robrep.evaluate.linear_probe is linear_probe and robrep.train.TrainConfig is robrep.TrainConfig
+    assert inspect.signature(robrep.evaluate) == inspect.signature(evaluate_fn)
+    assert inspect.signature(robrep.train) == inspect.signature(train_fn)
+    torch.manual_seed(0)
+    model = robrep.create_model("linear", num_classes=3, input_shape=(1, 4, 4))
+    x, y = torch.rand(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    a = robrep.evaluate(model, (x, y), threat=robrep.threat("linf", 0.1), attack_kwargs={"steps": 3})
+    b = evaluate_fn(model, (x, y), threat=robrep.threat("linf", 0.1), attack_kwargs={"steps": 3})
+    assert (a.clean_accuracy, a.robust_accuracy) == (b.clean_accuracy, b.robust_accuracy)

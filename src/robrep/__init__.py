@@ -12,6 +12,7 @@ The public API (everything else is an implementation detail)::
 
 from __future__ import annotations
 
+from . import evaluate, train  # callable packages: robrep.evaluate(...), robrep.train(...)
 from ._version import __version__
 from .attacks import (
     AttackResult,
@@ -25,7 +26,7 @@ from .attacks import (
 )
 from .data import ImageData, list_datasets, load_dataset
 from .errors import CheckpointError, DataNotFoundError, InputError, RobrepError, UnknownNameError
-from .evaluate import EvalResult, evaluate
+from .evaluate import EvalResult
 from .models import (
     RobrepModel,
     create_model,
@@ -38,7 +39,7 @@ from .models import (
 )
 from .objectives import create_objective, list_objectives
 from .threats import L1Ball, L2Ball, LinfBall, ThreatModel, threat
-from .train import TrainConfig, TrainResult, train
+from .train import TrainConfig, TrainResult
 
 __all__ = [
     "__version__",
