@@ -117,3 +117,16 @@ def test_evaluate_and_train_are_packages_and_calls() -> None:
     a = robrep.evaluate(model, (x, y), threat=robrep.threat("linf", 0.1), attack_kwargs={"steps": 3})
     b = evaluate_fn(model, (x, y), threat=robrep.threat("linf", 0.1), attack_kwargs={"steps": 3})
     assert (a.clean_accuracy, a.robust_accuracy) == (b.clean_accuracy, b.robust_accuracy)
+
+
+def test_config_from_dict_round_trips_and_refuses_unknown_keys() -> None:
+    import json
+
+    from robrep.train import TrainConfig
+    from robrep.transfer import TransferConfig
+
+    for cfg, kind in ((TrainConfig(milestones=(0.3, 0.9)), "training"), (TransferConfig(), "transfer")):
+        back = type(cfg).from_dict(json.loads(json.dumps(cfg.to_dict())))
+        assert back == cfg  # lists from JSON become tuples again
+        with pytest.raises(InputError, match=f"unknown {kind} options \\['nope'\\]"):
+            type(cfg).from_dict({"nope": 1})

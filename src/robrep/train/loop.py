@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .._compile import maybe_compile
+from .._config import config_from_dict
 from ..data import ImageData, load_dataset
 from ..errors import CheckpointError, InputError, RobrepError
 from ..evaluate import evaluate
@@ -113,14 +114,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise InputError(f"unknown training options {sorted(unknown)}; known: {sorted(names)}")
-        d = dict(d)
-        if "milestones" in d:
-            d["milestones"] = tuple(d["milestones"])
-        return cls(**d)
+        return config_from_dict(cls, d, "training")
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:

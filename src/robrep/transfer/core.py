@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._config import config_from_dict
 from ..attacks import pgd
 from ..data import DatasetInfo, ImageData, TensorImageData
 from ..errors import InputError
@@ -166,11 +167,7 @@ class TransferConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TransferConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise InputError(f"unknown transfer options {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "transfer")
 
 
 @dataclass(frozen=True)
