@@ -237,6 +237,11 @@ def gradient_attack(
     Returns:
         :class:`RangeResult`.
     """
+    # Not robrep.attacks.pgd: the search runs over the transform parameter theta (one scalar per
+    # start, in the interval [0, eps] of one side), not over images in an l_p ball and [0,1]; its
+    # step switches per start between descending the margin (still correct) and moving towards
+    # theta = 0 (already wrong: boundary seeking), with a linearly shrinking step; and what it
+    # returns is the smallest misclassifying |theta| seen, not a worst-case input.
     tr = SEMANTIC_TRANSFORMS.get(transform)
     _check_args(image, tr.channels, eps, eps, tr.max_eps)
     t0 = time.perf_counter()

@@ -1,7 +1,8 @@
 """The input-space optimizer of Engstrom et al. (2019): l2 steps along the normalized gradient.
 
 This is MadryLab ``robustness``' ``L2Step`` as used by the ``robust_representations`` notebooks
-(methods.md 2.2)::
+(methods.md 2.2), i.e. untargeted or targeted PGD in the l2 ball without random start, run by
+:func:`robrep.attacks.pgd` with the objective as its loss::
 
     g_k     = grad_x [ m * loss(x_k) ]          m = -1 if targeted (minimise), +1 otherwise
     x_{k+1} = x_k + eta * g_k / ||g_k||_2       per example
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..attacks.pgd import pgd
 from ..errors import InputError
 from ..models.base import RobrepModel, representation
 from ..threats import L2Ball
@@ -79,13 +81,12 @@ def optimize_inputs(
     eps: float = 1000.0,
     targeted: bool = True,
     use_best: bool = False,
-    anchor: torch.Tensor | None = None,
 ) -> OptimizationResult:
     """Minimise (``targeted``) or maximise a per-example objective over inputs in [0, 1].
 
     Engstrom et al. (2019), methods.md 2.2: normalized-gradient l2 steps of length exactly
-    ``step_size`` before projection onto the l2 ball of radius ``eps`` around ``anchor`` and
-    onto the [0, 1] box.
+    ``step_size`` before projection onto the l2 ball of radius ``eps`` around the start and
+    onto the [0, 1] box (:func:`robrep.attacks.pgd` with the objective as its loss).
 
     Args:
         objective: maps (B, C, H, W) inputs to (B,) losses, one per example (examples must be
@@ -93,10 +94,9 @@ def optimize_inputs(
         x_start: (B, C, H, W) start ``x_0`` (not clipped; finite).
         steps: number of gradient steps (>= 0).
         step_size: ``eta``, the l2 length of each step in pixel units (> 0).
-        eps: l2 radius around ``anchor`` (the paper uses 1000 or 500, i.e. inactive).
+        eps: l2 radius around the start (the paper uses 1000 or 500, i.e. inactive).
         targeted: minimise the objective (else maximise).
         use_best: return the best iterate per example instead of the final one.
-        anchor: centre of the ball (default ``x_start``, as in ``robustness``).
 
     Returns:
         :class:`OptimizationResult`.
@@ -108,39 +108,38 @@ def optimize_inputs(
         raise InputError(f"step_size must be positive, got {step_size}")
     if not eps > 0:
         raise InputError(f"eps must be positive, got {eps}")
-    ball = L2Ball(float(eps))
     x0 = x_start.detach()
-    centre = x0 if anchor is None else anchor.detach()
-    sign = -1.0 if targeted else 1.0
-    x = x0.clone()
-    best_x, best_score = x0.clone(), torch.full((x0.shape[0],), float("-inf"), device=x0.device)
-    best_loss = torch.full((x0.shape[0],), float("nan"), device=x0.device, dtype=torch.float64)
-    hist: list[torch.Tensor] = []
+    wrapped = _PerExample(objective)
+    # PGD from the (unclipped) start, projected onto the l2 ball around it and onto [0, 1]
+    res = pgd(wrapped, x0, x0.new_zeros(x0.shape[0]), L2Ball(float(eps)), steps=steps, step_size=float(step_size),
+              loss=_identity_loss, random_start=False, targeted=targeted, keep_best=use_best, check=False)
+    x = res.x_adv.detach()
+    # the loss at the returned point in the objective's own dtype (PGD's tracker keeps float32)
+    loss = wrapped.last if not use_best else objective(x).detach()
+    return OptimizationResult(x=x, loss=loss, start=x0, history=torch.stack(wrapped.history).cpu())
 
-    def keep(x_cur: torch.Tensor, lval: torch.Tensor) -> None:
-        score = sign * lval.detach().float()
-        better = score > best_score
-        best_x[better] = x_cur[better]
-        best_score[better], best_loss[better] = score[better], lval.detach().double()[better]
 
-    for _ in range(steps):
-        x = x.detach().requires_grad_(True)
-        lval = objective(x)
+def _identity_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return out
+
+
+class _PerExample(nn.Module):
+    """The objective as a "model" for :func:`robrep.attacks.pgd` (its output is the loss):
+    checks one value per example and records the batch-mean loss of every evaluated iterate."""
+
+    def __init__(self, objective: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.objective = objective
+        self.history: list[torch.Tensor] = []
+        self.last = torch.empty(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lval = self.objective(x)
         if lval.shape != (x.shape[0],):
             raise InputError(f"the objective must return one value per example, shape ({x.shape[0]},), got {tuple(lval.shape)}")
-        (g,) = torch.autograd.grad((sign * lval).sum(), x)
-        with torch.no_grad():
-            hist.append(lval.detach().float().mean())
-            if use_best:
-                keep(x.detach(), lval)
-            x = ball.project(x.detach() + ball.ascent(g, float(step_size)), centre)
-    with torch.no_grad():
-        lval = objective(x).detach()
-        hist.append(lval.float().mean())
-        if use_best:
-            keep(x, lval)
-            x, lval = best_x, best_loss.to(lval.dtype)
-    return OptimizationResult(x=x.detach(), loss=lval, start=x0, history=torch.stack(hist).cpu())
+        self.last = lval.detach()
+        self.history.append(self.last.float().mean())
+        return lval
 
 
 def noise_seed(shape: tuple[int, ...] | torch.Size, *, generator: torch.Generator | None = None,
