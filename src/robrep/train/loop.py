@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .._compile import maybe_compile
@@ -150,8 +151,6 @@ def build_model_for(cfg: TrainConfig, data: ImageData) -> RobrepModel:
 
 def _dist_setup(dev: torch.device) -> tuple[int, int, torch.device, bool]:
     """(rank, world size, device, whether we initialised the process group)."""
-    import torch.distributed as dist
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, dev, False
@@ -229,43 +228,34 @@ def _save_epoch(out: Path, epoch: int, model: RobrepModel, meta: dict[str, Any],
     return final
 
 
-def train(
-    cfg: TrainConfig,
-    out: str | os.PathLike[str],
-    *,
-    resume: bool = False,
-    train_data: ImageData | None = None,
-    test_data: ImageData | None = None,
-    model: RobrepModel | None = None,
-    objective: Objective | None = None,
-    show_progress: bool = True,
-    log: Callable[[str], None] | None = None,
-    stop_after_epoch: int | None = None,
-) -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.dataset`` with ``cfg.objective``; checkpoint every epoch.
+@dataclass
+class _Setup:
+    """What one training run works with (built by :func:`_setup`)."""
 
-    Args:
-        cfg: the run's configuration.
-        out: run folder (config.json, checkpoints/, model.safetensors, record.json).
-        resume: continue from the newest checkpoint in ``out`` (same result as uninterrupted).
-        train_data, test_data: override the datasets named in ``cfg``.
-        model: start from this model instead of a fresh ``cfg.model``.
-        objective: use this objective instance instead of ``cfg.objective``.
-        stop_after_epoch: stop (as if killed) after this many epochs (testing resume).
-    """
-    cfg.validate()
-    out = Path(out)
-    rank, world, dev, created_pg = _dist_setup(_device(cfg.device))
-    if cfg.batch_size % world:
-        raise InputError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
-    import torch.distributed as dist
-    t0 = time.time()
+    model: RobrepModel  # the unwrapped model (checkpointed, evaluated)
+    train_model: nn.Module  # what the objective runs: DDP and/or compiled wrapper of ``model``
+    obj: Objective
+    extra: nn.Module | None  # objective-owned modules (critics...), trained and checkpointed too
+    base_threat: ThreatModel | None
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    steps_per_epoch: int
+    total: int
+
+
+def _load_data(cfg: TrainConfig, train_data: ImageData | None, test_data: ImageData | None) -> tuple[ImageData, ImageData | None]:
+    """The training data (``cfg.train_fraction`` of it) and the test data (None without eval)."""
     train_data = train_data if train_data is not None else load_dataset(cfg.dataset, "train", root=cfg.data_root)
     if cfg.train_fraction < 1 and hasattr(train_data, "fraction"):
         train_data = train_data.fraction(cfg.train_fraction, seed=cfg.seed)
     if test_data is None and cfg.eval_n > 0:
         test_data = load_dataset(cfg.dataset, "test", root=cfg.data_root)
+    return train_data, test_data
 
+
+def _setup(cfg: TrainConfig, train_data: ImageData, model: RobrepModel | None, objective: Objective | None,
+           dev: torch.device, world: int) -> _Setup:
+    """Model, objective (set up on a first batch), threat, wrappers, optimizer and schedule."""
     torch.manual_seed(_seed(cfg.seed, -1, 0))
     model = model if model is not None else build_model_for(cfg, train_data)
     model = model.to(dev)
@@ -297,137 +287,208 @@ def train(
     steps_per_epoch = train_data.num_batches(cfg.batch_size, drop_last=len(train_data) > cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
+    return _Setup(model, train_model, obj, extra, base_threat, opt, sched, steps_per_epoch, total)
+
+
+def _resume(out: Path, cfg: TrainConfig, run: _Setup, dev: torch.device,
+            log: Callable[[str], None] | None) -> tuple[int, list[dict[str, float]]]:
+    """Load the newest checkpoint in ``out`` into ``run``: (first epoch to train, history so far)."""
+    ck = find_latest_checkpoint(out)
+    if ck is None:
+        return 0, []
+    header = read_meta(ck / "model.safetensors")
+    saved_cfg = header.get("meta", {}).get("config", {})
+    if saved_cfg and TrainConfig.from_dict(saved_cfg) != cfg:
+        raise CheckpointError(f"{out} holds a run with another configuration; use another --out or the same options")
+    from safetensors.torch import load_file
+
+    run.model.load_state_dict(load_file(str(ck / "model.safetensors")))
+    try:
+        st = torch.load(ck / "state.pt", map_location=dev, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{ck / 'state.pt'} is corrupt ({e}); delete {ck} to resume from the previous epoch") from e
+    run.opt.load_state_dict(st["optimizer"])
+    run.sched.load_state_dict(st["scheduler"])
+    if run.extra is not None and "objective" in st:
+        run.extra.load_state_dict(st["objective"])
+    start_epoch = int(st["epoch"]) + 1
+    if log:
+        log(f"resuming from {ck} (epoch {start_epoch})")
+    return start_epoch, list(header.get("meta", {}).get("history", []))
+
+
+def _train_epoch(cfg: TrainConfig, run: _Setup, train_data: ImageData, epoch: int, step: int, dev: torch.device,
+                 rank: int, world: int, show_progress: bool) -> tuple[dict[str, float], int]:
+    """One epoch of optimizer steps: (mean of each objective metric as ``train_<name>``, next step)."""
+    torch.manual_seed(_seed(cfg.seed, epoch, 1))
+    data_gen = torch.Generator().manual_seed(_seed(cfg.seed, epoch, 2))
+    atk_gen = torch.Generator(device=dev).manual_seed(_seed(cfg.seed, epoch, 3))
     use_amp = cfg.amp and dev.type in ("cuda", "cpu")  # bf16 autocast: no GradScaler needed
-    history: list[dict[str, float]] = []
-    start_epoch = 0
+    per_rank = cfg.batch_size // world
+    sync_every_step = dev.type == "cpu"  # a host sync costs nothing on CPU: fail fast there
+    run.train_model.train()
+    if run.extra is not None:
+        run.extra.train()
+    # metrics are summed on the device (float64, the same sums as Python floats) and read
+    # once per epoch: no host synchronisation per step
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    diverged = torch.zeros((), dtype=torch.bool, device=dev)
+    batches = train_data.batches(cfg.batch_size, shuffle=True, generator=data_gen, drop_last=len(train_data) > cfg.batch_size, device=dev)
+    for xb, yb in progress(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=run.steps_per_epoch, enable=show_progress):
+        if world > 1:
+            xb, yb = xb[rank * per_rank : (rank + 1) * per_rank], yb[rank * per_rank : (rank + 1) * per_rank]
+        if cfg.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        thr = run.base_threat
+        if thr is not None and cfg.eps_warmup > 0:
+            thr = thr.with_eps(cfg.eps * min(1.0, (step + 1) / (cfg.eps_warmup * run.total)))
+        ctx = StepContext(thr, atk_gen, epoch, step, attack_model=run.model if world > 1 else None)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss, metrics = run.obj.loss(run.train_model, xb, yb, ctx)
+        if sync_every_step:
+            if not torch.isfinite(loss):
+                raise InputError(f"training diverged at epoch {epoch + 1} (loss {float(loss)}); lower --lr")
+        else:  # accelerators: check without a per-step host sync (every 50 steps and at the end)
+            diverged |= ~torch.isfinite(loss.detach())
+            if count % 50 == 49 and bool(diverged):
+                raise InputError(f"training diverged at epoch {epoch + 1} (loss {float(loss)}); lower --lr")
+        _optimizer_step(run, loss, dev, world)
+        step += 1
+        count += 1
+        for k, v in metrics.items():
+            v64 = v.detach().to(torch.float64) if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64)
+            sums[k] = sums[k] + v64.to(sums[k].device) if k in sums else v64.clone()
+    if not sync_every_step and bool(diverged):
+        raise InputError(f"training diverged at epoch {epoch + 1} (non-finite loss); lower --lr")
+    return {f"train_{k}": float(v) / max(count, 1) for k, v in sums.items()}, step  # the epoch's one host sync
+
+
+def _optimizer_step(run: _Setup, loss: torch.Tensor, dev: torch.device, world: int) -> None:
+    """Backward, all-reduce of objective-owned gradients (DDP), step, denormal flush, schedule."""
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if world > 1 and run.extra is not None:
+        for prm in run.extra.parameters():
+            if prm.grad is not None:
+                dist.all_reduce(prm.grad)
+                prm.grad /= world
+    run.opt.step()
+    if dev.type == "cpu":  # subnormal weights make CPU matmuls up to ~30x slower
+        flush_denormals_(run.train_model, count=False)
+        if run.extra is not None:
+            flush_denormals_(run.extra, count=False)
+    run.sched.step()
+
+
+def _evaluate_epoch(cfg: TrainConfig, run: _Setup, test_data: ImageData, dev: torch.device) -> dict[str, float]:
+    """Clean (and PGD, with a threat) accuracy on ``cfg.eval_n`` test images."""
+    thr = run.base_threat
+    thr_eval = thr if (thr is not None and thr.eps > 0 and cfg.eval_steps > 0) else None
+    ev = evaluate(run.model, test_data, threat=thr_eval, attack="pgd", attack_kwargs={"steps": cfg.eval_steps},
+                  n=cfg.eval_n, seed=cfg.seed, device=dev)
+    rec = {"test_clean_accuracy": ev.clean_accuracy}
+    if ev.robust_accuracy is not None:
+        rec["test_robust_accuracy"] = ev.robust_accuracy
+    return rec
+
+
+def _meta(cfg: TrainConfig, run: _Setup, train_data: ImageData, epoch: int, history: list[dict[str, float]]) -> dict[str, Any]:
+    """The metadata stored with a checkpoint or the final model."""
+    thr = run.base_threat
+    return {"config": cfg.to_dict(), "dataset": train_data.info.name, "objective": {"name": run.obj.name, **run.obj.config()},
+            "threat": thr.to_dict() if thr is not None else None, "epoch": epoch, "history": history}
+
+
+def _checkpoint_epoch(out: Path, cfg: TrainConfig, run: _Setup, train_data: ImageData, epoch: int,
+                      history: list[dict[str, float]]) -> None:
+    state = {"optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(), "epoch": epoch}
+    if run.extra is not None:
+        state["objective"] = run.extra.state_dict()
+    _save_epoch(out, epoch, run.model, _meta(cfg, run, train_data, epoch + 1, history), state, cfg.keep_checkpoints)
+
+
+def _save_final(out: Path, cfg: TrainConfig, run: _Setup, train_data: ImageData, history: list[dict[str, float]]) -> Path:
+    """``out/model.safetensors`` (and ``out/objective.safetensors`` for objective-owned modules)."""
+    path = out / "model.safetensors"
+    save_model(path, run.model, _meta(cfg, run, train_data, cfg.epochs, history))
+    if run.extra is not None:
+        from safetensors.torch import save_file
+
+        from ..io.atomic import atomic_path
+
+        with atomic_path(out / "objective.safetensors") as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in run.extra.state_dict().items()}, str(tmp),
+                      metadata={"objective": json.dumps({"name": run.obj.name, **run.obj.config()})})
+    return path
+
+
+def train(
+    cfg: TrainConfig,
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    train_data: ImageData | None = None,
+    test_data: ImageData | None = None,
+    model: RobrepModel | None = None,
+    objective: Objective | None = None,
+    show_progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    stop_after_epoch: int | None = None,
+) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.dataset`` with ``cfg.objective``; checkpoint every epoch.
+
+    Args:
+        cfg: the run's configuration.
+        out: run folder (config.json, checkpoints/, model.safetensors, record.json).
+        resume: continue from the newest checkpoint in ``out`` (same result as uninterrupted).
+        train_data, test_data: override the datasets named in ``cfg``.
+        model: start from this model instead of a fresh ``cfg.model``.
+        objective: use this objective instance instead of ``cfg.objective``.
+        stop_after_epoch: stop (as if killed) after this many epochs (testing resume).
+    """
+    cfg.validate()
+    out = Path(out)
+    rank, world, dev, created_pg = _dist_setup(_device(cfg.device))
+    if cfg.batch_size % world:
+        raise InputError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})")
+    t0 = time.time()
+    train_data, test_data = _load_data(cfg, train_data, test_data)
+    run = _setup(cfg, train_data, model, objective, dev, world)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RobrepError(f"cannot write in {out}: {e.strerror or e}; choose a writable --out folder") from e
-
-    if resume:
-        ck = find_latest_checkpoint(out)
-        if ck is not None:
-            header = read_meta(ck / "model.safetensors")
-            saved_cfg = header.get("meta", {}).get("config", {})
-            if saved_cfg and TrainConfig.from_dict(saved_cfg) != cfg:
-                raise CheckpointError(f"{out} holds a run with another configuration; use another --out or the same options")
-            from safetensors.torch import load_file
-
-            model.load_state_dict(load_file(str(ck / "model.safetensors")))
-            try:
-                st = torch.load(ck / "state.pt", map_location=dev, weights_only=True)
-            except Exception as e:
-                raise CheckpointError(f"{ck / 'state.pt'} is corrupt ({e}); delete {ck} to resume from the previous epoch") from e
-            opt.load_state_dict(st["optimizer"])
-            sched.load_state_dict(st["scheduler"])
-            if extra is not None and "objective" in st:
-                extra.load_state_dict(st["objective"])
-            start_epoch = int(st["epoch"]) + 1
-            history = list(header.get("meta", {}).get("history", []))
-            if log:
-                log(f"resuming from {ck} (epoch {start_epoch})")
+    start_epoch, history = _resume(out, cfg, run, dev, log) if resume else (0, [])
     if rank == 0:
         atomic_write_json(out / "config.json", cfg.to_dict())
-    per_rank = cfg.batch_size // world
-    sync_every_step = dev.type == "cpu"  # a host sync costs nothing on CPU: fail fast there
 
-    step = start_epoch * steps_per_epoch
+    step = start_epoch * run.steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
-        torch.manual_seed(_seed(cfg.seed, epoch, 1))
-        data_gen = torch.Generator().manual_seed(_seed(cfg.seed, epoch, 2))
-        atk_gen = torch.Generator(device=dev).manual_seed(_seed(cfg.seed, epoch, 3))
-        train_model.train()
-        if extra is not None:
-            extra.train()
-        # metrics are summed on the device (float64, the same sums as Python floats) and read
-        # once per epoch: no host synchronisation per step
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
-        diverged = torch.zeros((), dtype=torch.bool, device=dev)
         te = time.time()
-        batches = train_data.batches(cfg.batch_size, shuffle=True, generator=data_gen, drop_last=len(train_data) > cfg.batch_size, device=dev)
-        for xb, yb in progress(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, enable=show_progress):
-            if world > 1:
-                xb, yb = xb[rank * per_rank : (rank + 1) * per_rank], yb[rank * per_rank : (rank + 1) * per_rank]
-            if cfg.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            thr = base_threat
-            if thr is not None and cfg.eps_warmup > 0:
-                thr = thr.with_eps(cfg.eps * min(1.0, (step + 1) / (cfg.eps_warmup * total)))
-            ctx = StepContext(thr, atk_gen, epoch, step, attack_model=model if world > 1 else None)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss, metrics = obj.loss(train_model, xb, yb, ctx)
-            if sync_every_step:
-                if not torch.isfinite(loss):
-                    raise InputError(f"training diverged at epoch {epoch + 1} (loss {float(loss)}); lower --lr")
-            else:  # accelerators: check without a per-step host sync (every 50 steps and at the end)
-                diverged |= ~torch.isfinite(loss.detach())
-                if count % 50 == 49 and bool(diverged):
-                    raise InputError(f"training diverged at epoch {epoch + 1} (loss {float(loss)}); lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if world > 1 and extra is not None:
-                for prm in extra.parameters():
-                    if prm.grad is not None:
-                        dist.all_reduce(prm.grad)
-                        prm.grad /= world
-            opt.step()
-            if dev.type == "cpu":  # subnormal weights make CPU matmuls up to ~30x slower
-                flush_denormals_(train_model, count=False)
-                if extra is not None:
-                    flush_denormals_(extra, count=False)
-            sched.step()
-            step += 1
-            count += 1
-            for k, v in metrics.items():
-                v64 = v.detach().to(torch.float64) if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64)
-                sums[k] = sums[k] + v64.to(sums[k].device) if k in sums else v64.clone()
-        if not sync_every_step and bool(diverged):
-            raise InputError(f"training diverged at epoch {epoch + 1} (non-finite loss); lower --lr")
-        means = {f"train_{k}": float(v) / max(count, 1) for k, v in sums.items()}  # the epoch's one host sync
-        rec: dict[str, float] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "epoch_seconds": time.time() - te}
+        means, step = _train_epoch(cfg, run, train_data, epoch, step, dev, rank, world, show_progress)
+        rec: dict[str, float] = {"epoch": epoch + 1, "lr": run.opt.param_groups[0]["lr"], "epoch_seconds": time.time() - te}
         rec.update(means)
-        if test_data is not None and cfg.eval_n > 0 and obj.supervised and rank == 0:
-            thr_eval = base_threat if (base_threat is not None and base_threat.eps > 0 and cfg.eval_steps > 0) else None
-            ev = evaluate(model, test_data, threat=thr_eval, attack="pgd", attack_kwargs={"steps": cfg.eval_steps},
-                          n=cfg.eval_n, seed=cfg.seed, device=dev)
-            rec["test_clean_accuracy"] = ev.clean_accuracy
-            if ev.robust_accuracy is not None:
-                rec["test_robust_accuracy"] = ev.robust_accuracy
+        if test_data is not None and cfg.eval_n > 0 and run.obj.supervised and rank == 0:
+            rec.update(_evaluate_epoch(cfg, run, test_data, dev))
         history.append(rec)
         if log:
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
-        meta = {"config": cfg.to_dict(), "dataset": train_data.info.name, "objective": {"name": obj.name, **obj.config()},
-                "threat": base_threat.to_dict() if base_threat is not None else None, "epoch": epoch + 1, "history": history}
-        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch}
-        if extra is not None:
-            state["objective"] = extra.state_dict()
         if rank == 0:
-            _save_epoch(out, epoch, model, meta, state, cfg.keep_checkpoints)
+            _checkpoint_epoch(out, cfg, run, train_data, epoch, history)
         if world > 1:
             dist.barrier()
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
-            return TrainResult(model, out / "checkpoints", history, time.time() - t0)
+            return TrainResult(run.model, out / "checkpoints", history, time.time() - t0)
 
-    final_meta = {"config": cfg.to_dict(), "dataset": train_data.info.name, "objective": {"name": obj.name, **obj.config()},
-                  "threat": base_threat.to_dict() if base_threat is not None else None, "epoch": cfg.epochs, "history": history}
     path = out / "model.safetensors"
     seconds = time.time() - t0
     if rank == 0:
-        save_model(path, model, final_meta)
-        if extra is not None:
-            from safetensors.torch import save_file
-
-            from ..io.atomic import atomic_path
-
-            with atomic_path(out / "objective.safetensors") as tmp:
-                save_file({k: v.detach().cpu().contiguous() for k, v in extra.state_dict().items()}, str(tmp),
-                          metadata={"objective": json.dumps({"name": obj.name, **obj.config()})})
+        _save_final(out, cfg, run, train_data, history)
         seconds = time.time() - t0
         write_record(out, "train", cfg.to_dict(), history[-1] if history else {}, history=history, seconds=seconds, world_size=world)
     if world > 1:
         dist.barrier()
         if created_pg:
             dist.destroy_process_group()
-    return TrainResult(model.eval(), path, history, seconds)
+    return TrainResult(run.model.eval(), path, history, seconds)
