@@ -35,7 +35,6 @@ Documented differences from the paper's code (deliberate):
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -49,11 +48,13 @@ from torch import nn
 
 from .._config import config_from_dict
 from ..attacks import pgd
-from ..data import DatasetInfo, ImageData, TensorImageData
+from ..data import ImageData
 from ..errors import InputError
 from ..evaluate import evaluate
-from ..models import ModelSpec, RobrepModel, final_linear_name
+from ..models import RobrepModel
 from ..threats import ThreatModel, threat
+from .adapt import adapt_data, adapt_images
+from .heads import _head_inputs, _head_module, head_name, replace_head, trainable_parameters
 
 __all__ = [
     "MODES",
@@ -68,7 +69,6 @@ __all__ = [
 ]
 
 MODES = ("fixed", "full")
-LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, for 3 -> 1 channel conversion
 
 
 @dataclass(frozen=True)
@@ -208,179 +208,12 @@ class TransferResult:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
 
 
-# ---------------------------------------------------------------------------------------------
-# Input adaptation (channels, size, resolution).
-
-
-def adapt_images(x: torch.Tensor, input_shape: tuple[int, int, int] | list[int], resolution: int | None = None) -> torch.Tensor:
-    """Convert target images to the source model's input shape.
-
-    Channels: 1 -> C by replication; 3 -> 1 by luminance ``0.299 R + 0.587 G + 0.114 B``;
-    any other mismatch raises. Size: ``resolution`` (if given) first resamples to r x r, then the
-    result is resampled to the model's (H, W). Downsampling uses area averaging (for an integer
-    factor k it is exactly k x k average pooling, i.e. anti-aliased); upsampling is bilinear
-    (``align_corners=False``). Output is clamped to [0, 1].
-
-    Args:
-        x: (N, C, H, W) images in [0, 1] (float) or uint8.
-        input_shape: the model's (C', H', W').
-        resolution: the effective resolution of the granularity experiment, or None.
-
-    Returns:
-        (N, C', H', W') float images in [0, 1]. Unchanged (same tensor) when no change is needed.
-    """
-    if x.ndim != 4:
-        raise InputError(f"images must have shape (N, C, H, W), got {tuple(x.shape)}")
-    c_out, h_out, w_out = (int(v) for v in input_shape)
-    if x.dtype == torch.uint8:
-        x = x.float().div(255.0)
-    c = x.shape[1]
-    if c != c_out:
-        if c == 1:
-            x = x.expand(-1, c_out, -1, -1).contiguous()
-        elif c == 3 and c_out == 1:
-            w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-            x = (x * w).sum(1, keepdim=True)
-        else:
-            raise InputError(
-                f"cannot map {c}-channel target images to a {c_out}-channel source model; "
-                "convert the dataset (only 1->C replication and 3->1 luminance are built in)"
-            )
-
-    def resize(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        if (t.shape[2], t.shape[3]) == (h, w):
-            return t
-        down = h <= t.shape[2] and w <= t.shape[3]
-        if down:
-            return F.interpolate(t, size=(h, w), mode="area")
-        return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
-
-    if resolution is not None:
-        x = resize(x, int(resolution), int(resolution))
-    x = resize(x, h_out, w_out)
-    return x.clamp_(0.0, 1.0) if x.is_floating_point() else x
-
-
-def adapt_data(data: ImageData, input_shape: tuple[int, int, int], resolution: int | None = None, batch_size: int = 2000) -> ImageData:
-    """:func:`adapt_images` applied to a whole dataset (returns ``data`` itself when nothing changes)."""
-    info = data.info
-    shape = tuple(int(v) for v in input_shape)
-    if tuple(info.input_shape) == shape and resolution is None:
-        return data
-    if not isinstance(data, TensorImageData):
-        raise InputError("adapt_data needs an in-memory dataset (robrep.data.TensorImageData)")
-    x, y = data.tensors()
-    parts = [adapt_images(x[i : i + batch_size], shape, resolution) for i in range(0, len(x), batch_size)]
-    new_info = DatasetInfo(info.name + (f"@{resolution}" if resolution is not None else ""), info.num_classes, shape,  # type: ignore[arg-type]
-                           _per_channel(info.mean, shape[0]), _per_channel(info.std, shape[0]), info.classes, info.citation)
-    return TensorImageData(torch.cat(parts), y, new_info, data.split)
-
-
-def _per_channel(v: tuple[float, ...], c: int) -> tuple[float, ...]:
-    """Dataset statistics for ``c`` channels (informative only: models normalize with their own)."""
-    v = tuple(v)
-    if len(v) == c:
-        return v
-    return v * c if len(v) == 1 else (sum(v) / len(v),) * c
-
-
-# ---------------------------------------------------------------------------------------------
-# Head replacement and freezing.
-
-
-def head_name(model: RobrepModel) -> str:
-    """Name (in ``model.net``) of the final linear classifier that transfer replaces."""
-    return final_linear_name(model.net)
-
-
-def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
-    *path, last = name.split(".")
-    parent = root
-    for p in path:
-        parent = getattr(parent, p)
-    setattr(parent, last, new)
-
-
-def replace_head(model: RobrepModel, num_classes: int, *, additional_hidden: int = 0, seed: int = 0) -> RobrepModel:
-    """A copy of ``model`` whose final ``nn.Linear`` is a fresh head for ``num_classes`` classes.
-
-    The head is ``Linear(feat_dim, C)`` (``additional_hidden=0``) or ``Sequential(
-    [Linear(feat, feat), ReLU] * k, Linear(feat, C))``, initialized with PyTorch's default
-    initialization under ``torch.manual_seed(seed)`` (the global RNG state is restored).
-    ``model`` itself is not modified.
-
-    Returns:
-        a :class:`RobrepModel` with the same normalization and input shape, ``num_classes`` outputs.
-    """
-    if not isinstance(model, RobrepModel):
-        raise InputError("transfer needs a RobrepModel; load a checkpoint with robrep.load or wrap your net")
-    if num_classes < 1:
-        raise InputError(f"num_classes must be >= 1, got {num_classes}")
-    name = head_name(model)
-    new_net = copy.deepcopy(model.net)
-    old = dict(new_net.named_modules())[name]
-    assert isinstance(old, nn.Linear)
-    feat = old.in_features
-    ref = next(iter(old.parameters()))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        layers: list[nn.Module] = []
-        for _ in range(additional_hidden):
-            layers += [nn.Linear(feat, feat), nn.ReLU()]
-        layers.append(nn.Linear(feat, num_classes))
-        head: nn.Module = layers[0] if additional_hidden == 0 else nn.Sequential(*layers)
-    head = head.to(device=ref.device, dtype=ref.dtype)
-    _set_module(new_net, name, head)
-    # The spec rebuilds the architecture with a linear head of C classes (pretrained-weight options
-    # dropped: the weights are in the state dict). A model with hidden head layers is not
-    # rebuildable from its spec; save its state dict yourself.
-    kwargs = {k: v for k, v in model.spec.kwargs.items() if k not in ("weights", "pretrained")}
-    spec = ModelSpec(model.spec.arch, int(num_classes), model.spec.input_shape, model.spec.mean, model.spec.std, kwargs)
-    out = RobrepModel(new_net, spec)
-    out.load_state_dict({**out.state_dict(), "normalize.mean": model.normalize.mean, "normalize.std": model.normalize.std})
-    return out
-
-
-def trainable_parameters(model: nn.Module) -> int:
-    """Number of scalar parameters with ``requires_grad``."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def _head_module(model: RobrepModel, name: str) -> nn.Module:
-    return dict(model.net.named_modules())[name]
-
-
 def _set_mode(model: RobrepModel, head: nn.Module, cfg: TransferConfig, training: bool) -> None:
     """Train/eval modes: in fixed mode with bn='frozen' only the head follows ``training``."""
     model.train(training)
     if training and cfg.mode == "fixed" and cfg.bn == "frozen":
         model.eval()
         head.train()
-
-
-class _Stop(Exception):
-    pass
-
-
-@torch.no_grad()
-def _head_inputs(model: RobrepModel, head: nn.Module, data: ImageData, batch_size: int, dev: torch.device) -> torch.Tensor:
-    """Inputs of ``head`` for all of ``data`` (the frozen features), model in eval mode."""
-    box: list[torch.Tensor] = []
-
-    def pre(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        box.append(args[0].detach())
-        raise _Stop
-
-    h = head.register_forward_pre_hook(pre)
-    try:
-        for xb, _ in data.batches(batch_size, device=dev):
-            try:
-                model(xb)
-            except _Stop:
-                pass
-    finally:
-        h.remove()
-    return torch.cat(box)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,25 +250,56 @@ def transfer(
         raise InputError("the target train and test splits have different numbers of classes")
     t0 = time.time()
     dev = next(iter(source.parameters())).device
-    shape = source.input_shape
+    train_data, test_data = _target_data(source, train_data, test_data, cfg)
+    model, head, params = _new_model(source, train_data.info.num_classes, cfg, dev)
+    n_trainable = sum(p.numel() for p in params)
+    feat_dim = next(m for m in head.modules() if isinstance(m, nn.Linear)).in_features
+    history = _fit(model, head, params, train_data, cfg, dev, log)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    nat = evaluate(model, test_data, seed=cfg.seed, device=dev)
+    adv_acc, n_adv = None, 0
+    if cfg.eval_eps > 0:
+        ev = evaluate(model, test_data, threat=threat(cfg.eval_norm, cfg.eval_eps), attack="pgd",
+                      attack_kwargs={"steps": cfg.eval_steps, "restarts": cfg.eval_restarts}, n=cfg.eval_n, seed=cfg.seed, device=dev)
+        adv_acc, n_adv = ev.robust_accuracy, ev.n
+    balanced = sum(nat.per_class_clean.values()) / max(len(nat.per_class_clean), 1)
+    return TransferResult(
+        natural_accuracy=nat.clean_accuracy, balanced_accuracy=balanced, adversarial_accuracy=adv_acc,
+        n_natural=nat.n, n_adversarial=n_adv, n_train=len(train_data), n_trainable=n_trainable, feat_dim=feat_dim,
+        history=history, config=cfg.to_dict(), seconds=time.time() - t0, model=model,
+    )
+
+
+def _target_data(source: RobrepModel, train_data: ImageData, test_data: ImageData,
+                 cfg: TransferConfig) -> tuple[ImageData, ImageData]:
+    """The target splits (``cfg.target_fraction`` of the training split) in the source's input shape."""
     if cfg.target_fraction < 1:
         if not hasattr(train_data, "fraction"):
             raise InputError("target_fraction < 1 needs an in-memory dataset (TensorImageData)")
         train_data = train_data.fraction(cfg.target_fraction, seed=cfg.seed)
-    train_data = adapt_data(train_data, shape, cfg.resolution)
-    test_data = adapt_data(test_data, shape, cfg.resolution)
-    num_classes = train_data.info.num_classes
+    shape = source.input_shape
+    return adapt_data(train_data, shape, cfg.resolution), adapt_data(test_data, shape, cfg.resolution)
 
+
+def _new_model(source: RobrepModel, num_classes: int, cfg: TransferConfig,
+               dev: torch.device) -> tuple[RobrepModel, nn.Module, list[nn.Parameter]]:
+    """A copy of ``source`` with a new head; (model, head, the parameters that train)."""
     model = replace_head(source, num_classes, additional_hidden=cfg.additional_hidden, seed=cfg.seed).to(dev)
-    hname = head_name(source)
-    head = _head_module(model, hname)
+    head = _head_module(model, head_name(source))
     head_params = {id(p) for p in head.parameters()}
     for p in model.parameters():
         p.requires_grad_(cfg.mode == "full" or id(p) in head_params)
-    params = [p for p in model.parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in params)
-    feat_dim = next(m for m in head.modules() if isinstance(m, nn.Linear)).in_features
+    return model, head, [p for p in model.parameters() if p.requires_grad]
 
+
+def _fit(model: RobrepModel, head: nn.Module, params: list[nn.Parameter], train_data: ImageData, cfg: TransferConfig,
+         dev: torch.device, log: Callable[[str], None] | None) -> list[dict[str, float]]:
+    """SGD on the target training split (head only, or everything); one history row per epoch.
+
+    In fixed mode with frozen BatchNorm and no adversarial training the head's inputs are
+    computed once and cached (the backbone is a fixed function then)."""
     opt = torch.optim.SGD(params, lr=cfg.resolved_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     train_thr: ThreatModel | None = threat(cfg.train_norm, cfg.train_eps) if cfg.train_eps > 0 else None
     data_gen = torch.Generator().manual_seed(cfg.seed)
@@ -485,18 +349,4 @@ def transfer(
             history.append(rec)
             if log:
                 log(" ".join(f"{k}={v:.4g}" for k, v in rec.items()))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.eval()
-    nat = evaluate(model, test_data, seed=cfg.seed, device=dev)
-    adv_acc, n_adv = None, 0
-    if cfg.eval_eps > 0:
-        ev = evaluate(model, test_data, threat=threat(cfg.eval_norm, cfg.eval_eps), attack="pgd",
-                      attack_kwargs={"steps": cfg.eval_steps, "restarts": cfg.eval_restarts}, n=cfg.eval_n, seed=cfg.seed, device=dev)
-        adv_acc, n_adv = ev.robust_accuracy, ev.n
-    balanced = sum(nat.per_class_clean.values()) / max(len(nat.per_class_clean), 1)
-    return TransferResult(
-        natural_accuracy=nat.clean_accuracy, balanced_accuracy=balanced, adversarial_accuracy=adv_acc,
-        n_natural=nat.n, n_adversarial=n_adv, n_train=n_train, n_trainable=n_trainable, feat_dim=feat_dim,
-        history=history, config=cfg.to_dict(), seconds=time.time() - t0, model=model,
-    )
+    return history
