@@ -42,7 +42,8 @@ def _top(name: str) -> str:
 
 
 def robrep_imports(path: Path) -> list[tuple[str, int, bool]]:
-    """(imported robrep module, line, lazy) for every import in the file, nested ones included."""
+    """(imported robrep module, line, lazy) for every import in the file, nested ones included;
+    imports under ``if TYPE_CHECKING:`` are left out (annotations only: they never run)."""
     mod = _module_name(path)
     pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
     tree = ast.parse(path.read_text(), str(path))
@@ -60,7 +61,9 @@ def robrep_imports(path: Path) -> list[tuple[str, int, bool]]:
             names = [a.name for a in node.names]
         else:
             continue
-        lazy = id(node) not in top_level and not _in_type_checking(tree, node)
+        if _in_type_checking(tree, node):
+            continue
+        lazy = id(node) not in top_level
         out += [(n, node.lineno, lazy) for n in names if n == "robrep" or n.startswith("robrep.")]
     return out
 

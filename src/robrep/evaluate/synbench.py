@@ -44,12 +44,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import ImageData
 from ..data.synthetic import gaussian_mixture
 from ..errors import InputError
 from ..models.base import RobrepModel, representation
-from ..threats import threat as make_threat
-from .probe import ProbeResult, linear_probe
+from .robust_bayes import (
+    _DT,
+    ClassStats,
+    _as64,
+    _check_eps,
+    class_stats,
+    robust_bayes_direction,
+    robust_bayes_gamma,
+    robust_bayes_metrics,
+)
+from .robust_probe import RobustProbeResult, half_class_mean_distance, robust_linear_probe
 
 __all__ = [
     "SCALES",
@@ -85,11 +93,6 @@ DEFAULT_THRESHOLDS: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9)
 #: the thresholds the official script prints.
 PAPER_THRESHOLDS: tuple[float, ...] = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99)
 
-_DT = torch.float64
-
-
-def _as64(x: torch.Tensor | float | Sequence[float]) -> torch.Tensor:
-    return torch.as_tensor(x, dtype=_DT)
 
 
 def synbench_xgrid(points: int = 100) -> torch.Tensor:
@@ -181,157 +184,6 @@ def synbench_scores(accuracy: torch.Tensor, bound: torch.Tensor, thresholds: Seq
 def _check_thresholds(thresholds: Sequence[float]) -> None:
     if len(thresholds) == 0 or any(not (0.6 <= float(t) < 1.0) for t in thresholds):
         raise InputError(f"thresholds must be in [0.6, 1) (the score's accuracy grid), got {list(thresholds)}")
-
-
-def _check_eps(eps: Sequence[float]) -> tuple[float, ...]:
-    out = tuple(float(e) for e in eps)
-    if len(out) == 0 or any(not (0.0 <= e < 1.0) or not math.isfinite(e) for e in out):
-        raise InputError(f"SynBench eps are relative radii in [0, 1) (eps * ||mu||), got {list(eps)}")
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
-# the eps-robust Bayes linear classifier
-
-
-def robust_bayes_gamma(mu: torch.Tensor, d: torch.Tensor, eps: float | Sequence[float], iters: int = 200) -> torch.Tensor:
-    """Regularizer ``gamma >= 0`` of the eps-robust Bayes direction ``(D + gamma I)^-1 mu``.
-
-    Root of ``||gamma mu / (gamma + d)||_2 = eps ||mu||_2`` (increasing in gamma from 0 to
-    ``||mu||``), bracketed in ``[eps d_min / (1 - eps), eps d_max / (1 - eps)]`` and found by
-    bisection on ``log gamma``. ``eps = 0`` gives ``gamma = 0`` (Fisher LDA).
-
-    Args:
-        mu: (k,) half the class-mean difference in the covariance eigenbasis.
-        d: (k,) positive covariance eigenvalues.
-        eps: relative radius or radii in [0, 1).
-        iters: bisection steps.
-
-    Returns:
-        (E,) float64 gamma per eps.
-    """
-    mu, d = _as64(mu), _as64(d)
-    e = _as64([eps] if isinstance(eps, (int, float)) else list(eps))
-    if mu.ndim != 1 or d.shape != mu.shape:
-        raise InputError(f"mu and d must be (k,) vectors of the same length, got {tuple(mu.shape)} and {tuple(d.shape)}")
-    if (d <= 0).any():
-        raise InputError("covariance eigenvalues must be positive (drop the null space first)")
-    if ((e < 0) | (e >= 1)).any():
-        raise InputError(f"eps must be in [0, 1), got {e.tolist()}")
-    mnorm = mu.norm()
-    pos = e > 0
-    e1 = torch.where(pos, e, torch.ones_like(e))
-    lo = torch.log(e1 * d.min() / (1 - e1))
-    hi = torch.log(e1 * d.max() / (1 - e1))
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        g = torch.exp(mid).unsqueeze(1)
-        r = (g * mu / (g + d)).norm(dim=1)  # ||z*(gamma)||
-        big = r > e1 * mnorm
-        hi = torch.where(big, mid, hi)
-        lo = torch.where(big, lo, mid)
-    return torch.where(pos, torch.exp(0.5 * (lo + hi)), torch.zeros_like(e))
-
-
-def _eig(cov: torch.Tensor, eig_tol: float) -> tuple[torch.Tensor, torch.Tensor]:
-    d, f = torch.linalg.eigh(_as64(cov))
-    keep = d > eig_tol
-    return f[:, keep], d[keep]
-
-
-def robust_bayes_direction(mu: torch.Tensor, cov: torch.Tensor, eps: float, eig_tol: float = 1e-6) -> torch.Tensor:
-    """The eps-robust Bayes-optimal linear direction of ``N(+-mu, cov)`` (Ko et al., methods.md 3.4).
-
-    ``w = F D^-1 (mu~ - z*)`` with ``z* = argmin_{||z|| <= eps ||mu~||} (mu~ - z)^T D^-1 (mu~ - z)``
-    and ``mu~ = F^T mu`` in the eigenbasis ``cov = F D F^T`` restricted to eigenvalues above
-    ``eig_tol``; in closed form ``w`` is proportional to ``F (D + gamma I)^-1 mu~``.
-
-    Args:
-        mu: (D,) half the difference of the class means.
-        cov: (D, D) symmetric positive semi-definite (pooled) covariance.
-        eps: relative radius in [0, 1).
-        eig_tol: eigenvalues at or below it are dropped (the official code's 1e-6).
-
-    Returns:
-        (D,) float64 direction (scaled exactly as the official ``W_0``).
-    """
-    mu = _as64(mu)
-    f, d = _eig(cov, eig_tol)
-    mt = f.T @ mu
-    g = robust_bayes_gamma(mt, d, float(eps))[0]
-    return f @ (mt / (g + d))  # = D^-1 (mu~ - z*), without the cancellation as eps -> 1
-
-
-@dataclass(frozen=True)
-class ClassStats:
-    """Class means and pooled covariance of two-class features (float64).
-
-    Attributes:
-        mean1, mean0: (D,) class means (y = 1, y = 0).
-        cov: (D, D) pooled covariance ``[(n1 - 1) S1 + (n0 - 1) S0] / (n - 2)``.
-        n1, n0: class counts.
-    """
-
-    mean1: torch.Tensor
-    mean0: torch.Tensor
-    cov: torch.Tensor
-    n1: int
-    n0: int
-
-
-def class_stats(features: torch.Tensor, labels: torch.Tensor) -> ClassStats:
-    """Class means and pooled covariance of (N, D) features with labels in {0, 1} (each class >= 2)."""
-    h = _as64(features)
-    y = labels.to(h.device).long()
-    if h.ndim != 2 or y.shape != (h.shape[0],):
-        raise InputError(f"features must be (N, D) with labels (N,), got {tuple(h.shape)} and {tuple(y.shape)}")
-    h1, h0 = h[y == 1], h[y == 0]
-    if len(h1) < 2 or len(h0) < 2:
-        raise InputError(f"each class needs at least 2 samples, got {len(h1)} and {len(h0)}; draw more realizations")
-    m1, m0 = h1.mean(0), h0.mean(0)
-    c1, c0 = h1 - m1, h0 - m0
-    cov = (c1.T @ c1 + c0.T @ c0) / (len(h) - 2)
-    return ClassStats(m1, m0, cov, len(h1), len(h0))
-
-
-def robust_bayes_metrics(stats: ClassStats, features: torch.Tensor, labels: torch.Tensor, eps: Sequence[float],
-                         eig_tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
-    """Test accuracy and mean bound of the eps-robust Bayes classifiers fitted on ``stats``.
-
-    For each eps: margin ``m = (h - c)^T F w`` with ``c`` the midpoint of the class means,
-    prediction ``y = 1[m > 0]`` (``m = 0`` counts as wrong, as in the official code), and bound
-    ``|m| / |mu~^T w|``, averaged over correctly classified points (the official code averages
-    per-batch means; equal up to batch-size effects).
-
-    Args:
-        stats: training-feature :class:`ClassStats`.
-        features: (N, D) test features; labels: (N,) in {0, 1}.
-        eps: relative radii in [0, 1).
-        eig_tol: eigenvalue cut of the covariance pseudo-inverse.
-
-    Returns:
-        accuracy (E,) in [0, 1] and bound (E,) >= 0, float64. A degenerate representation
-        (no variance or equal class means) gets accuracy 0 and bound 0.
-    """
-    eps = _check_eps(eps)
-    h, y = _as64(features), labels.to(features.device).long()
-    f, d = _eig(stats.cov, eig_tol)
-    mt = f.T @ (stats.mean1 - stats.mean0) / 2
-    n_e = len(eps)
-    if d.numel() == 0 or float(mt.norm()) == 0.0:
-        return torch.zeros(n_e, dtype=_DT), torch.zeros(n_e, dtype=_DT)
-    g = robust_bayes_gamma(mt, d, eps)  # (E,)
-    gz = g.unsqueeze(1)
-    w = mt / (gz + d)  # (E, k): D^-1 (mu~ - z*) with z* = gamma mu~ / (gamma + d), simplified
-    denom = (w @ mt).abs()  # (E,)
-    proj = (h - (stats.mean1 + stats.mean0) / 2) @ f  # (N, k)
-    margin = proj @ w.T  # (N, E)
-    correct = ((margin > 0) & (y == 1).unsqueeze(1)) | ((margin < 0) & (y == 0).unsqueeze(1))
-    acc = correct.to(_DT).mean(0)
-    b = margin.abs() / denom
-    cnt = correct.sum(0)
-    mean_b = torch.where(cnt > 0, (b * correct).sum(0) / cnt.clamp_min(1), torch.zeros_like(denom))
-    return acc.cpu(), mean_b.cpu()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -467,6 +319,41 @@ def synbench(
         :class:`SynBenchResult` (scores ``(E, T)``, per-scale accuracy/bound, curves).
     """
     t0 = time.perf_counter()
+    eps_t = _check_synbench_args(eps, thresholds, scales, n_train, n_test, prior, batch_size)
+    fn, shape, dev = _feature_map(encoder, input_shape, layer, device)
+    u = torch.full(shape, 1.0 / math.sqrt(math.prod(shape)))
+    acc = torch.zeros(len(eps_t), len(scales), dtype=_DT)
+    bnd = torch.zeros_like(acc)
+    dim = 0
+    for i, s in enumerate(scales):
+        def draw(split: str, n: int, i: int = i, s: float = float(s)) -> tuple[torch.Tensor, torch.Tensor]:
+            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + i * 2 + (split == "test"))
+            return _mixture_features(fn, s * u, n, g, prior=prior, clip=clip, batch_size=batch_size, dev=dev)
+
+        htr, ytr = draw("train", n_train)
+        hte, yte = draw("test", n_test)
+        if not torch.isfinite(htr).all():
+            raise InputError(f"the encoder returned NaN/inf features at scale {s}; check the encoder")
+        dim = htr.shape[1]
+        acc[:, i], bnd[:, i] = robust_bayes_metrics(class_stats(htr, ytr), hte, yte, eps_t, eig_tol)
+
+    raw_acc, raw_bnd = raw_reference(scales)
+    xg = synbench_xgrid()
+    cfg = {"input_shape": list(shape), "layer": layer if isinstance(encoder, RobrepModel) else None,
+           "n_train": n_train, "n_test": n_test, "prior": prior, "seed": seed, "clip": clip,
+           "eig_tol": eig_tol, "num_scales": len(scales), "scale_min": float(min(scales)), "scale_max": float(max(scales))}
+    return SynBenchResult(
+        scales=tuple(float(s) for s in scales), eps=eps_t, thresholds=tuple(float(t) for t in thresholds),
+        accuracy=acc, bound=bnd, raw_accuracy=raw_acc, raw_bound=raw_bnd, xgrid=xg,
+        curve=expected_bound_curve(acc, bnd, xg), raw_curve=expected_bound_curve(raw_acc, raw_bnd, xg),
+        score=synbench_scores(acc, bnd, thresholds, scales), feature_dim=int(dim), config=cfg,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _check_synbench_args(eps: Sequence[float], thresholds: Sequence[float], scales: Sequence[float], n_train: int,
+                         n_test: int, prior: float, batch_size: int) -> tuple[float, ...]:
+    """Validate :func:`synbench`'s settings; returns the radii as floats."""
     eps_t = _check_eps(eps)
     _check_thresholds(thresholds)
     if n_train < 4 or n_test < 1:
@@ -477,6 +364,12 @@ def synbench(
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if len(scales) == 0 or any(float(s) <= 0 for s in scales):
         raise InputError(f"scales must be positive, got {list(scales)}")
+    return eps_t
+
+
+def _feature_map(encoder: Encoder, input_shape: Sequence[int] | None, layer: str, device: torch.device | str | None
+                 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], tuple[int, ...], torch.device]:
+    """(pixels -> features map in eval mode, the synthetic images' (C, H, W), the device to run on)."""
     fn: Callable[[torch.Tensor], torch.Tensor]
     if isinstance(encoder, RobrepModel):
         encoder.eval()
@@ -496,45 +389,24 @@ def synbench(
         dev = p.device if p is not None else torch.device("cpu")
     else:
         dev = torch.device(device)
-    u = torch.full(shape, 1.0 / math.sqrt(math.prod(shape)))
+    return fn, shape, dev
 
-    acc = torch.zeros(len(eps_t), len(scales), dtype=_DT)
-    bnd = torch.zeros_like(acc)
-    dim = 0
-    for i, s in enumerate(scales):
-        feats = {}
-        for split, n in (("train", n_train), ("test", n_test)):
-            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + i * 2 + (split == "test"))
-            hs, ys = [], []
-            for start in range(0, n, 256):
-                x, y = gaussian_mixture(min(256, n - start), float(s) * u, center=0.5, prior=prior, generator=g)
-                if clip:
-                    x = x.clamp_(0.0, 1.0)
-                for b in range(0, len(x), batch_size):
-                    with torch.no_grad():
-                        h = fn(x[b : b + batch_size].to(dev))
-                    hs.append(h.reshape(h.shape[0], -1).to("cpu", _DT))
-                ys.append(y)
-            feats[split] = (torch.cat(hs), torch.cat(ys))
-        htr, ytr = feats["train"]
-        if not torch.isfinite(htr).all():
-            raise InputError(f"the encoder returned NaN/inf features at scale {s}; check the encoder")
-        dim = htr.shape[1]
-        st = class_stats(htr, ytr)
-        acc[:, i], bnd[:, i] = robust_bayes_metrics(st, *feats["test"], eps_t, eig_tol)
 
-    raw_acc, raw_bnd = raw_reference(scales)
-    xg = synbench_xgrid()
-    cfg = {"input_shape": list(shape), "layer": layer if isinstance(encoder, RobrepModel) else None,
-           "n_train": n_train, "n_test": n_test, "prior": prior, "seed": seed, "clip": clip,
-           "eig_tol": eig_tol, "num_scales": len(scales), "scale_min": float(min(scales)), "scale_max": float(max(scales))}
-    return SynBenchResult(
-        scales=tuple(float(s) for s in scales), eps=eps_t, thresholds=tuple(float(t) for t in thresholds),
-        accuracy=acc, bound=bnd, raw_accuracy=raw_acc, raw_bound=raw_bnd, xgrid=xg,
-        curve=expected_bound_curve(acc, bnd, xg), raw_curve=expected_bound_curve(raw_acc, raw_bnd, xg),
-        score=synbench_scores(acc, bnd, thresholds, scales), feature_dim=int(dim), config=cfg,
-        seconds=time.perf_counter() - t0,
-    )
+def _mixture_features(fn: Callable[[torch.Tensor], torch.Tensor], mu: torch.Tensor, n: int, g: torch.Generator, *,
+                      prior: float, clip: bool, batch_size: int, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features (n, D) float64 and labels of ``n`` draws of the Gaussian mixture ``0.5 +- mu``,
+    drawn in chunks of 256 from ``g`` (so the data do not depend on ``batch_size``)."""
+    hs, ys = [], []
+    for start in range(0, n, 256):
+        x, y = gaussian_mixture(min(256, n - start), mu, center=0.5, prior=prior, generator=g)
+        if clip:
+            x = x.clamp_(0.0, 1.0)
+        for b in range(0, len(x), batch_size):
+            with torch.no_grad():
+                h = fn(x[b : b + batch_size].to(dev))
+            hs.append(h.reshape(h.shape[0], -1).to("cpu", _DT))
+        ys.append(y)
+    return torch.cat(hs), torch.cat(ys)
 
 
 def plot_synbench(result: SynBenchResult, path: str | Path, title: str | None = None) -> Path:
@@ -563,100 +435,3 @@ def plot_synbench(result: SynBenchResult, path: str | Path, title: str | None = 
     fig.savefig(p)
     plt.close(fig)
     return p
-
-
-# ------------------------------------------------------------------------------------------------
-# eps-robust linear probing
-
-
-@dataclass(frozen=True)
-class RobustProbeResult:
-    """An eps-robust linear probe chosen by SynBench beside a standard probe.
-
-    Attributes:
-        synbench_eps: the relative radius that maximizes the score at ``threshold``.
-        threshold: the threshold accuracy used for the choice.
-        reference_radius: pixel-space l2 analog of ``||mu||``: half the median distance between
-            real class means (``radius = synbench_eps * reference_radius``, or as given).
-        radius, norm: the pixel-space training threat of the robust probe.
-        eval_threat: the threat both probes are evaluated under.
-        standard, robust: the two :class:`ProbeResult` (natural and adversarial accuracy).
-    """
-
-    synbench_eps: float
-    threshold: float
-    reference_radius: float
-    radius: float
-    norm: str
-    eval_threat: dict[str, Any]
-    standard: ProbeResult
-    robust: ProbeResult
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"synbench_eps": self.synbench_eps, "threshold": self.threshold, "reference_radius": self.reference_radius,
-                "radius": self.radius, "norm": self.norm, "eval_threat": self.eval_threat,
-                "standard_natural_accuracy": self.standard.natural_accuracy,
-                "standard_adversarial_accuracy": self.standard.adversarial_accuracy,
-                "robust_natural_accuracy": self.robust.natural_accuracy,
-                "robust_adversarial_accuracy": self.robust.adversarial_accuracy}
-
-
-def half_class_mean_distance(data: ImageData, max_n: int = 10000) -> float:
-    """Half the median l2 distance between class means of ``data`` (pixel space, [0,1] images):
-    the real-data analog of SynBench's ``||mu||`` (the half distance of the two means)."""
-    x, y = data.head(min(len(data), max_n)).tensors()
-    means = torch.stack([x[y == c].flatten(1).mean(0) for c in torch.unique(y)])
-    if len(means) < 2:
-        raise InputError("the data have a single class; a probe needs at least two")
-    dist = torch.cdist(means.double(), means.double())
-    iu = torch.triu_indices(len(means), len(means), 1)
-    return float(dist[iu[0], iu[1]].median() / 2)
-
-
-def robust_linear_probe(
-    encoder: RobrepModel,
-    train_data: ImageData,
-    test_data: ImageData,
-    result: SynBenchResult,
-    *,
-    threshold: float = 0.7,
-    norm: str = "l2",
-    eps: float | None = None,
-    reference_radius: float | None = None,
-    eval_radius: float | None = None,
-    layer: str = "penultimate",
-    **probe_kwargs: Any,
-) -> RobustProbeResult:
-    """eps-robust linear probing informed by SynBench (Ko et al., methods.md 3.5; [MEMORY] there).
-
-    Pick ``eps* = argmax_eps SynBench(eps, threshold)`` (or the given ``eps``), turn it into a
-    pixel-space radius ``eps* x reference_radius`` (SynBench's radius is relative to ``||mu||``;
-    the reference radius defaults to :func:`half_class_mean_distance` of the training data), and
-    train a linear probe adversarially at that radius with :func:`linear_probe`; a standard probe
-    is trained beside it, and both are evaluated under the same threat (``eval_radius``, default
-    the training radius; if that is 0, the standard probe's natural accuracy only).
-
-    Args:
-        encoder: the encoder measured by ``result``.
-        train_data, test_data: real downstream data ([0,1] images).
-        result: its :class:`SynBenchResult`.
-        threshold: a_t used to pick eps.
-        norm: threat norm of the probe's adversarial training (``l2`` matches SynBench's).
-        eps: override the chosen relative radius.
-        reference_radius: override the pixel-space scale of a relative radius.
-        eval_radius: evaluation radius (pixel units).
-        layer: representation layer.
-        probe_kwargs: passed to :func:`linear_probe` (epochs, lr, attack_steps, eval_n, seed...).
-
-    Returns:
-        :class:`RobustProbeResult`.
-    """
-    e = result.best_eps(threshold) if eps is None else float(eps)
-    ref = half_class_mean_distance(train_data) if reference_radius is None else float(reference_radius)
-    radius = e * ref
-    ev = radius if eval_radius is None else float(eval_radius)
-    eval_thr = make_threat(norm, ev)
-    train_thr = make_threat(norm, radius) if radius > 0 else None
-    std = linear_probe(encoder, train_data, test_data, layer=layer, train_threat=None, eval_threat=eval_thr, **probe_kwargs)
-    rob = linear_probe(encoder, train_data, test_data, layer=layer, train_threat=train_thr, eval_threat=eval_thr, **probe_kwargs)
-    return RobustProbeResult(e, float(threshold), ref, radius, norm, eval_thr.to_dict(), std, rob)
