@@ -1,4 +1,4 @@
-"""IBP / CROWN bound propagation (robrep.certify.bounds): closed forms, soundness, tightness."""
+"""IBP / CROWN bound propagation (robrep.certify.bound_propagation): closed forms, soundness, tightness."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from robrep.attacks import pgd
-from robrep.certify.bounds import (
+from robrep.certify.bound_propagation import (
     BoxSet,
     LpBall,
     ThreatBall,

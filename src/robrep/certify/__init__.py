@@ -5,11 +5,11 @@ neural networks against a family of semantic perturbations").
 
 Modules: ``smoothing`` (one image: sampling, PREDICT, CERTIFY, Clopper-Pearson), ``first_order``
 (first-order radii), ``runner`` (data-set loops, resumable chunks, TSV files, summaries and
-plots), ``hidden_cost``, ``bounds`` (IBP/CROWN over a :class:`~robrep.threats.ThreatModel`),
+plots), ``hidden_cost``, ``bound_propagation`` (IBP/CROWN; input sets in ``input_sets``: boxes and :class:`~robrep.threats.ThreatModel` balls; layers in ``bound_layers``),
 ``semantic`` (transforms, SP-layers), ``semantic_verify`` (verification with splitting).
 """
 
-from .bounds import (
+from .bound_propagation import (
     Bounds,
     BoxSet,
     LpBall,

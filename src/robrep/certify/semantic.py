@@ -20,7 +20,7 @@ images in [0,1]. Parameter units follow the reference code:
 
 The *SP-layers* re-express a transform of one fixed image as a small ReLU network of theta:
 ``ThetaToPixels -> ReLU -> PixelMix`` (:func:`sp_layers`), so that any bound propagation method
-can take the low-dimensional theta-box as its input (:mod:`robrep.certify.bounds`).
+can take the low-dimensional theta-box as its input (:mod:`robrep.certify.bound_propagation`).
 """
 
 from __future__ import annotations

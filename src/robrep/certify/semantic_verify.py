@@ -11,7 +11,7 @@ Perturbations* (Semantify-NN, CVPR 2020), Sec. 3-4; official ``main_semantic_*.p
 - **Verification, implicit splitting** (rotation): each interval is further cut into ``subdiv``
   pieces; each piece gives a per-pixel box (:func:`~robrep.certify.semantic.rotation_boxes`) and
   the bound of the interval takes the max/min over the pieces at the first layer and at every
-  linear concretization (a union of boxes, :class:`~robrep.certify.bounds.BoxSet`).
+  linear concretization (a union of boxes, :class:`~robrep.certify.bound_propagation.BoxSet`).
 - **Attack** (upper bound on the safe range): a grid over theta (step ``attack_delta``) and a
   projected signed-gradient search on theta; the attacked range on each side ends at the
   smallest |theta| found that misclassifies.
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .bounds import BoxSet, box, compute_bounds, margin_spec, to_sequential
+from .bound_propagation import BoxSet, box, compute_bounds, margin_spec, to_sequential
 from .semantic import SEMANTIC_TRANSFORMS, rotation_boxes, sp_layers
 
 __all__ = [
@@ -98,7 +98,7 @@ def verify_range(
 
     Args:
         model: a robrep model (inputs in [0,1]) or an ``nn.Sequential`` taking [0,1] images;
-            converted with :func:`~robrep.certify.bounds.to_sequential`. Must be in eval mode.
+            converted with :func:`~robrep.certify.bound_propagation.to_sequential`. Must be in eval mode.
         image: (C, H, W) in [0, 1].
         label: the class that must stay the top logit.
         transform: a :data:`~robrep.certify.semantic.SEMANTIC_TRANSFORMS` name.
@@ -108,7 +108,7 @@ def verify_range(
         subdiv: implicit sub-intervals per interval (rotation only; 1 = none).
         batch: intervals bounded together per side.
         seq: the converted network (to reuse across images).
-        crown_max_neurons: see :func:`~robrep.certify.bounds.compute_bounds`.
+        crown_max_neurons: see :func:`~robrep.certify.bound_propagation.compute_bounds`.
 
     Returns:
         :class:`RangeResult` with ``lo``/``hi`` multiples of ``delta`` (or +-eps): every theta in
