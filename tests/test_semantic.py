@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from robrep.certify.bound_propagation import box, compute_bounds, margin_spec
-from robrep.certify.semantic import apply_transform, rotation, rotation_boxes, sp_layers, sp_network
+from robrep.certify.semantic import apply_transform, rotation
+from robrep.certify.semantic_encodings import rotation_boxes, sp_layers, sp_network
 from robrep.certify.semantic_verify import (
     attack_range,
     gradient_attack,

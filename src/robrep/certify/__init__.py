@@ -6,7 +6,7 @@ neural networks against a family of semantic perturbations").
 Modules: ``smoothing`` (one image: sampling, PREDICT, CERTIFY, Clopper-Pearson), ``first_order``
 (first-order radii), ``runner`` (data-set loops, resumable chunks, TSV files, summaries and
 plots), ``hidden_cost``, ``bound_propagation`` (IBP/CROWN; input sets in ``input_sets``: boxes and :class:`~robrep.threats.ThreatModel` balls; layers in ``bound_layers``),
-``semantic`` (transforms, SP-layers), ``semantic_verify`` (verification with splitting).
+``semantic`` (transforms), ``semantic_encodings`` (SP-layers, rotation boxes), ``semantic_verify`` (verification with splitting).
 """
 
 from .bound_propagation import (
@@ -40,14 +40,8 @@ from .runner import (
     summarize_certification,
     write_tsv,
 )
-from .semantic import (
-    SEMANTIC_TRANSFORMS,
-    apply_transform,
-    list_transforms,
-    rotation_boxes,
-    sp_layers,
-    sp_network,
-)
+from .semantic import SEMANTIC_TRANSFORMS, apply_transform, list_transforms
+from .semantic_encodings import rotation_boxes, sp_layers, sp_network
 from .semantic_verify import (
     RangeResult,
     SemanticImageResult,

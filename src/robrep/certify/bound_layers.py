@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..models.base import Normalize, RobrepModel
-from .semantic import PixelMix, ThetaToPixels
+from .semantic_encodings import PixelMix, ThetaToPixels
 
 __all__ = ["AffineOp", "MaxPoolOp", "ReLUOp", "build_ops", "to_sequential"]
 

@@ -3,8 +3,8 @@
 Written for robrep (``auto_LiRPA`` does not install with robrep's torch). Supports any
 ``nn.Sequential`` of ``Linear``, ``Conv2d``, ``ReLU``, ``BatchNorm1d/2d`` (eval mode),
 ``MaxPool2d``, ``AvgPool2d``, ``Flatten``, ``Unflatten``, ``Identity``, robrep's ``Normalize`` and
-the Semantify-NN SP-layers (:class:`~robrep.certify.semantic.ThetaToPixels`,
-:class:`~robrep.certify.semantic.PixelMix`); :func:`to_sequential` rebuilds robrep's
+the Semantify-NN SP-layers (:class:`~robrep.certify.semantic_encodings.ThetaToPixels`,
+:class:`~robrep.certify.semantic_encodings.PixelMix`); :func:`to_sequential` rebuilds robrep's
 ``small-cnn``, ``mnist-cnn``, ``mlp`` and ``linear`` models as such a sequence.
 
 Methods:

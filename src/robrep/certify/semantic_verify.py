@@ -34,7 +34,8 @@ from torch import nn
 
 from ..errors import InputError
 from .bound_propagation import BoxSet, box, compute_bounds, margin_spec, to_sequential
-from .semantic import SEMANTIC_TRANSFORMS, rotation_boxes, sp_layers
+from .semantic import SEMANTIC_TRANSFORMS
+from .semantic_encodings import rotation_boxes, sp_layers
 
 __all__ = [
     "RangeResult",
