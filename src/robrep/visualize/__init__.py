@@ -5,25 +5,27 @@ interpolation, misclassification insight and saliency maps, on any model and lay
 fidelity metrics (SSIM, l2, intervals) used to compare standard and robust models.
 """
 
-from .metrics import MeanInterval, gaussian_window, image_l2, mean_interval, ssim
-from .operations import (
-    BrittlenessResult,
+from .features import (
     FeatureAdditionResult,
     FeatureVisualization,
-    InterpolationResult,
-    InversionResult,
     MisclassificationInsight,
     TopImages,
     add_feature,
-    brittleness,
     explain_misclassification,
+    top_activating,
+    visualize_features,
+)
+from .metrics import MeanInterval, gaussian_window, image_l2, mean_interval, ssim
+from .operations import (
+    BrittlenessResult,
+    InterpolationResult,
+    InversionResult,
+    brittleness,
     feature_addition_loss,
     interpolate,
     inversion_loss,
     invert,
     invert_representation,
-    top_activating,
-    visualize_features,
 )
 from .optimize import (
     PAPER_NOISE_STD,
