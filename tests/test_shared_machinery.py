@@ -130,3 +130,18 @@ def test_config_from_dict_round_trips_and_refuses_unknown_keys() -> None:
         assert back == cfg  # lists from JSON become tuples again
         with pytest.raises(InputError, match=f"unknown {kind} options \\['nope'\\]"):
             type(cfg).from_dict({"nope": 1})
+
+
+def test_synbench_is_the_module_and_the_call() -> None:
+    import importlib
+    import inspect
+    import types
+
+    import robrep.evaluate
+    from robrep.evaluate import synbench
+    from robrep.evaluate.synbench import synbench as synbench_fn
+
+    mod = importlib.import_module("robrep.evaluate.synbench")
+    assert robrep.evaluate.synbench is mod and synbench is mod and isinstance(mod, types.ModuleType)
+    assert callable(mod) and inspect.signature(mod) == inspect.signature(synbench_fn)
+    assert mod.plot_synbench is robrep.evaluate.plot_synbench
