@@ -307,3 +307,26 @@ def test_cli_certify_json_and_record(tmp_path, capsys) -> None:  # type: ignore[
     rec = json.loads((out / "record.json").read_text())
     assert rec["metrics"]["num_images"] == 2 and (out / "certified_accuracy.png").exists()
     assert main(["certify", "--checkpoint", str(ck), "--sigma", "-1", "--quiet"]) == 2
+
+
+def test_summarize_certification_union_bound_by_hand() -> None:
+    """The main order-1 curve is max(first-order, Cohen) per image, each where its own prediction
+    is correct; Linf uses Cohen's L2 radius / sqrt(d). Hand-made rows, numbers by hand."""
+    from robrep.certify.runner import summarize_certification
+
+    def row(label: int, pred: int, cohen_ok: bool, r_cohen: float, r_l2: float, r_l1: float, r_linf: float) -> dict:
+        return {"label": label, "predict": pred, "correct_cohen": int(cohen_ok), "radius_cohen": r_cohen,
+                "radius_L2": r_l2, "radius_L1": r_l1, "radius_LInf": r_linf, "radiusR": None, "radiusG": None, "radiusB": None}
+
+    rows = [row(0, 0, True, 0.30, 0.50, 0.40, 0.05),   # both correct: best L2 0.50, L1 0.40, Linf max(0.05, 0.30/2)
+            row(1, 1, False, 0.00, 0.20, 0.10, 0.01),  # only first order correct
+            row(2, -1, True, 0.60, 0.00, 0.00, 0.00),  # first order abstains, Cohen certifies 0.60
+            row(3, 0, False, 0.00, 0.90, 0.90, 0.90)]  # wrong everywhere
+    s = summarize_certification(rows, sigma=0.25, order=1, d=4, radii=[0.0, 0.25, 0.5])
+    assert s["certified_accuracy_table"] == {"0": 0.75, "0.25": 0.5, "0.5": 0.5}  # best L2: 0.5, 0.2, 0.6, wrong
+    assert s["certified_accuracy_table_cohen"] == {"0": 0.5, "0.25": 0.5, "0.5": 0.25}
+    assert s["certified_accuracy_table_l2_first_order"] == {"0": 0.5, "0.25": 0.25, "0.5": 0.25}
+    # Linf: best = max(first-order Linf, Cohen / sqrt(4)): 0.15, 0.01, 0.30; tables at r / sqrt(d)
+    assert s["certified_accuracy_table_linf_best"] == {"0": 0.75, "0.125": 0.5, "0.25": 0.25}
+    assert s["smoothed_accuracy"] == 0.5 and s["smoothed_accuracy_cohen"] == 0.5 and s["abstain_rate"] == 0.25
+    assert not any(k.startswith("certified_accuracy_vs_radius_radius") for k in s)  # grayscale: no channel curves
