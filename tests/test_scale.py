@@ -131,6 +131,35 @@ def test_distributed_refusals_are_one_line_and_every_rank_fails(tiny_checkpoint:
     assert nccl.returncode == 2 and "gloo" in nccl.stdout
 
 
+def test_transfer_sweep_two_ranks_equal_one_rank(tmp_path: Path) -> None:
+    import torch
+
+    import robrep
+
+    sources = []
+    for name in ("a", "b"):
+        torch.manual_seed(len(name) + 3 * (name == "b"))
+        m = robrep.create_model("small-cnn", num_classes=10, input_shape=(1, 28, 28), width=2, feat_dim=8)
+        sources.append(f"{name}={robrep.save_model(tmp_path / f'{name}.safetensors', m, {'dataset': 'demo'})}")
+    args = ["transfer-sweep", "--sources", *sources, "--targets", "demo", "--fractions", "0.02", "--modes", "fixed",
+            "--seeds", "0", "1", "--epochs", "1", "--eval-eps", "0.1", "--eval-steps", "2", "--eval-n", "20", "--quiet",
+            "--device", "cpu"]
+
+    def cells(out: Path) -> dict[str, dict]:
+        got = {}
+        for f in sorted((out / "cells").glob("*.json")):
+            rec = json.loads(f.read_text())
+            got[f.name] = {k: v for k, v in rec["metrics"].items() if "second" not in k}
+        return got
+
+    one = _robrep([*args, "--out", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _robrep([*args, "--out", str(tmp_path / "two")], ranks=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert len(cells(tmp_path / "one")) == 4 and cells(tmp_path / "two") == cells(tmp_path / "one")
+    assert (tmp_path / "two" / "summary.json").is_file()
+
+
 def _torchrun_script(path: Path, script: str) -> subprocess.CompletedProcess[str]:
     path.write_text(script)
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
@@ -154,7 +183,7 @@ def test_unshared_out_folder_is_detected(tmp_path: Path) -> None:
     assert ok.returncode == 0 and ok.stdout.count("OK") == 2, ok.stdout + ok.stderr[-2000:]
 
 
-SHARDED_COMMANDS = ["certify"]
+SHARDED_COMMANDS = ["certify", "transfer-sweep"]
 
 
 @pytest.mark.parametrize("command", SHARDED_COMMANDS)
