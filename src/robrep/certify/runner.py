@@ -25,7 +25,8 @@ from torch import nn
 
 from ..errors import InputError
 from ..io.atomic import atomic_write_text, to_jsonable
-from ..io.chunks import ChunkStore, module_digest, run_chunks, tensor_digest
+from ..io.chunks import module_digest, open_store, run_chunks, tensor_digest
+from ..io.shard import Shard
 from .first_order import certify_first_order
 from .smoothing import (
     certified_accuracy,
@@ -180,7 +181,8 @@ def certify_dataset_resumable(model: nn.Module, x: torch.Tensor, y: torch.Tensor
                               out: str | os.PathLike[str] | None = None, *, chunk_size: int = 50, resume: bool = False,
                               overwrite: bool = False, fingerprint_extra: dict[str, Any] | None = None, order: int = 0,
                               n0: int = 100, n: int = 100_000, alpha: float = 1e-3, batch_size: int = 1000, seed: int = 0,
-                              indices: Sequence[int] | None = None, progress: Any = None) -> CertifyRun:
+                              indices: Sequence[int] | None = None, progress: Any = None,
+                              shard: Shard | None = None) -> CertifyRun:
     """:func:`certify_dataset` in chunks of ``chunk_size`` images that can be resumed.
 
     With ``out``, each finished chunk's rows are written atomically to
@@ -199,6 +201,8 @@ def certify_dataset_resumable(model: nn.Module, x: torch.Tensor, y: torch.Tensor
         resume, overwrite: what to do with finished chunks already in ``out``.
         fingerprint_extra: more JSON settings identifying the run (e.g. dataset name and split).
         progress: optional callable ``progress(j)`` after each newly certified image (j: position in x).
+        shard: this process's place in a ``torchrun`` job: each rank certifies its share of the
+            missing chunks into ``out`` and every rank returns all rows (:mod:`robrep.io.shard`).
     """
     if chunk_size < 1:
         raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -215,7 +219,7 @@ def certify_dataset_resumable(model: nn.Module, x: torch.Tensor, y: torch.Tensor
               "indices": tensor_digest(torch.tensor(idxs, dtype=torch.long)), "num_images": len(idxs),
               "sigma": float(sigma), "order": order, "n0": n0, "n": n, "alpha": alpha, "batch_size": batch_size,
               "seed": seed, "chunk_size": chunk_size, **(fingerprint_extra or {})}
-        store = ChunkStore.open(out, fp, len(bounds), resume=resume, overwrite=overwrite)
+        store = open_store(out, fp, len(bounds), resume=resume, overwrite=overwrite, shard=shard)
 
     def chunk(k: int) -> dict[str, Any]:
         s, e = bounds[k]
@@ -226,7 +230,7 @@ def certify_dataset_resumable(model: nn.Module, x: torch.Tensor, y: torch.Tensor
         return {"start": s, "stop": e, "seconds": time.perf_counter() - t0,
                 "rows": json.loads(json.dumps(to_jsonable(new)))}  # as read back: nan -> None
 
-    parts = run_chunks(store, len(bounds), chunk)
+    parts = run_chunks(store, len(bounds), chunk, shard=shard)
     rows = [r for part in parts for r in part["rows"]]
     seconds = sum(float(part["seconds"]) for part in parts)
     return CertifyRun(rows, len(bounds), len(store.done) if store is not None else 0, seconds)

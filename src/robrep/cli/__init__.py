@@ -47,11 +47,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_eps_units(norm, e)
         return int(args.func(args) or 0)
     except RobrepError as e:
-        print(f"robrep: error: {e}", file=sys.stderr)
+        from ..io.shard import current_shard
+
+        try:
+            quiet = not current_shard().is_main  # every rank fails alike: rank 0 says why, once
+        except RobrepError:
+            quiet = False
+        if not quiet:
+            print(f"robrep: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("robrep: interrupted", file=sys.stderr)
         return 130
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover

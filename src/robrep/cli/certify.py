@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_checkpoint, add_common, dataset_arg, emit, load_checkpoint_arg, log
+from .common import add_checkpoint, add_common, dataset_arg, emit, load_checkpoint_arg, log, setup_shard
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -17,11 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="0: Cohen et al. L2 radius; 1: also first-order L2/L1/Linf/colour-channel radii")
     p.add_argument("--dataset", default=None, help="default: the checkpoint's training dataset")
     p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--num", type=int, default=500, help="number of images certified")
-    p.add_argument("--start", type=int, default=0, help="first data-set index")
+    p.add_argument("--num-images", "--num", dest="num", type=int, default=500, help="number of images certified")
+    p.add_argument("--first-index", "--start", dest="start", type=int, default=0, help="first data-set index")
     p.add_argument("--skip", type=int, default=1, help="certify every skip-th image (Cohen et al. used 20 on CIFAR-10)")
     p.add_argument("--n0", type=int, default=100, help="selection samples")
-    p.add_argument("--n", type=int, default=100_000, help="estimation samples (the first-order paper used 200,000)")
+    p.add_argument("--samples", "--n", dest="n", type=int, default=100_000,
+                   help="estimation samples per image (the first-order paper used 200,000)")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability")
     p.add_argument("--batch-size", type=int, default=1000, help="noisy images per forward pass")
     p.add_argument("--radii", type=float, nargs="*", default=None,
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("need --n >= 2, --n0 >= 1, --num >= 1, --skip >= 1, --start >= 0 and --chunk-size >= 1")
     if (args.resume or args.overwrite) and not args.out:
         raise InputError("--resume and --overwrite need --out, the run folder that holds the chunks")
+    shard = setup_shard(args)
     model, meta = load_checkpoint_arg(args)
     dataset = dataset_arg(args, meta)
     data = load_dataset(dataset, args.split, root=args.data_root, download=args.download)
@@ -70,13 +72,13 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
 
     def progress(j: int) -> None:
-        if not args.quiet and ((j + 1) % 10 == 0 or j + 1 == len(idx)):
+        if not args.quiet and shard.is_main and ((j + 1) % 10 == 0 or j + 1 == len(idx)):
             log(f"certify: {j + 1}/{len(idx)} images, {time.perf_counter() - t0:.0f}s")
 
     run_ = certify_dataset_resumable(model, x, y, args.sigma, args.out, chunk_size=args.chunk_size, resume=args.resume,
                                      overwrite=args.overwrite, fingerprint_extra={"dataset": dataset, "split": args.split},
                                      order=args.order, n0=args.n0, n=args.n, alpha=args.alpha, batch_size=args.batch_size,
-                                     seed=args.seed, indices=idx, progress=progress)
+                                     seed=args.seed, indices=idx, progress=progress, shard=shard)
     rows, seconds = run_.rows, run_.seconds  # seconds: certification time of all chunks, resumed ones included
     d = int(x[0].numel())
     metrics: dict[str, Any] = {"dataset": dataset, "split": args.split, "checkpoint": str(args.checkpoint),
@@ -85,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
                                "samples_per_second": len(idx) * (args.n + args.n0) / max(seconds, 1e-9),
                                "chunks_done": run_.chunks_done, "chunks_resumed": run_.chunks_resumed}
     metrics |= summarize_certification(rows, args.sigma, args.order, d, args.radii)
+    if not shard.is_main:  # every rank holds all rows; rank 0 alone writes and prints them
+        return 0
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,24 @@ def add_common(p: argparse.ArgumentParser, *, out: bool = True, data: bool = Tru
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def setup_shard(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """This process's :class:`~robrep.io.shard.Shard` under ``torchrun`` (a single process otherwise).
+
+    Joins the process group (gloo on CPU, NCCL with one GPU per rank) and points ``args.device``
+    at this rank's device, so the model loads there. Split work needs ``--out`` on a shared
+    file system.
+    """
+    from ..errors import InputError
+    from ..io.shard import current_shard, init_distributed
+
+    shard = current_shard()
+    if shard.active:
+        if not getattr(args, "out", None):
+            raise InputError("a job split across torchrun ranks needs --out DIR on a file system every rank sees")
+        args.device = str(init_distributed(shard, getattr(args, "device", "auto")))
+    return shard
+
+
 def add_threat(p: argparse.ArgumentParser, *, eps_default: float | None = None) -> None:
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"], help="threat model norm")
     p.add_argument("--eps", type=float, default=eps_default, help="radius in [0,1] pixel units (e.g. 0.3 or 0.0313)")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .common import add_common, device_of, emit, log
+from .common import add_common, device_of, emit, log, setup_shard
 
 
 def _add_transfer_options(p: argparse.ArgumentParser) -> None:
@@ -153,6 +153,7 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
     if not args.out:
         raise InputError("transfer-sweep needs --out (the folder holding one JSON file per finished cell)")
     out = Path(args.out)
+    shard = setup_shard(args)
     sources = _parse_sources(args.sources)
     res: list[int | None] = []
     for r in args.resolutions:
@@ -165,7 +166,9 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
     base = _config(args)
     records = run_sweep(sources, args.targets, out, fractions=args.fractions, modes=args.modes, seeds=args.seeds,
                         resolutions=res, base=base, data_root=args.data_root, device=device_of(args.device),
-                        trust=args.trust_checkpoint, log=None if args.quiet else log)
+                        trust=args.trust_checkpoint, log=None if args.quiet else log, shard=shard)
+    if not shard.is_main:  # rank 0 alone writes the tables and figures
+        return 0
     rows = summarize_sweep(load_records(out))  # all cells in the folder, also those of earlier invocations
     comp = best_vs_standard(rows, "natural") + best_vs_standard(rows, "adversarial")
     atomic_write_text(out / "table.md", table_markdown(rows))

@@ -24,10 +24,11 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, RobrepError
 from .atomic import atomic_write_json, to_jsonable
+from .shard import Shard, agree, check_world
 
-__all__ = ["CHUNK_DIR", "ChunkStore", "canonical", "module_digest", "run_chunks", "tensor_digest"]
+__all__ = ["CHUNK_DIR", "ChunkStore", "canonical", "module_digest", "open_store", "run_chunks", "tensor_digest"]
 
 CHUNK_DIR = "chunks"
 _FORMAT = "robrep-chunk"
@@ -138,12 +139,50 @@ class ChunkStore:
                                              "result": result})
 
 
+def open_store(out: str | os.PathLike[str], fingerprint: Mapping[str, Any], num_chunks: int, *,
+               resume: bool = False, overwrite: bool = False, shard: Shard | None = None) -> ChunkStore:
+    """:meth:`ChunkStore.open` for a job that may run on several ``torchrun`` ranks.
+
+    In a single process this is :meth:`ChunkStore.open`. With several ranks, rank 0 checks
+    the folder first (fingerprint, ``resume``/``overwrite``; only rank 0 deletes anything),
+    then the others read it; a refusal on any rank becomes the same error on every rank. The
+    ranks must share ``out`` and run one robrep version (:func:`robrep.io.shard.check_peers`),
+    and there must be at least as many chunks as ranks.
+
+    Raises:
+        InputError: as :meth:`ChunkStore.open`, plus the distributed checks above.
+    """
+    shard = shard or Shard()
+    if not shard.active:
+        return ChunkStore.open(out, fingerprint, num_chunks, resume=resume, overwrite=overwrite)
+    from .shard import check_peers
+
+    store: ChunkStore | None = None
+    error: str | None = None
+    if shard.is_main:
+        try:
+            check_world(shard, num_chunks)
+            store = ChunkStore.open(out, fingerprint, num_chunks, resume=resume, overwrite=overwrite)
+        except RobrepError as e:
+            error = str(e)
+    agree(error)
+    check_peers(out, shard)
+    if not shard.is_main:
+        try:
+            store = ChunkStore.open(out, fingerprint, num_chunks, resume=True)
+        except RobrepError as e:
+            error = str(e)
+    agree(error)
+    assert store is not None
+    return store
+
+
 def _name(index: int) -> str:
     return f"chunk-{index:05d}.json"
 
 
 def run_chunks(store: ChunkStore | None, num_chunks: int, compute: Callable[[int], Any], *,
-               order: Iterable[int] | None = None) -> list[Any]:
+               order: Iterable[int] | None = None, shard: Shard | None = None) -> list[Any]:
     """The resumable chunk loop: one result per chunk, in index order.
 
     Chunk ``k`` is read back from ``store.done`` when an earlier run finished it; otherwise
@@ -157,22 +196,47 @@ def run_chunks(store: ChunkStore | None, num_chunks: int, compute: Callable[[int
         compute: ``k -> result`` of chunk ``k``.
         order: the chunk indices to walk (default ``range(K)``), e.g. wrapped in a progress bar;
             each index of ``range(K)`` must occur once.
+        shard: this process's place in a ``torchrun`` job (default: a single process). Each rank
+            computes its round-robin share of the chunks still missing and writes them into the
+            shared store; after a barrier every rank reads all of them back, so every rank
+            returns the full, identical list (see :mod:`robrep.io.shard`).
 
     Returns:
         ``[result_0, ..., result_{K-1}]``.
     """
     if store is not None and store.num_chunks != num_chunks:
         raise InputError(f"the chunk store was opened for {store.num_chunks} chunks, not {num_chunks}")
+    shard = shard or Shard()
+    if shard.active and store is None:
+        raise InputError("splitting work across ranks needs --out DIR on a shared file system (each rank writes its chunks there)")
+    done = store.done if store is not None else {}
+    mine = set(shard.assign(k for k in range(num_chunks) if k not in done)) if shard.active else None
     results: dict[int, Any] = {}
-    for k in range(num_chunks) if order is None else order:
-        if k in results or not 0 <= k < num_chunks:
-            raise InputError(f"chunk index {k} repeated or outside 0..{num_chunks - 1}")
-        if store is not None and k in store.done:
-            results[k] = store.done[k]
-            continue
-        results[k] = compute(k)
-        if store is not None:
-            store.write(k, results[k])
-    if len(results) != num_chunks:
-        raise InputError(f"only {len(results)} of {num_chunks} chunks were walked; give every index once")
+    walked: set[int] = set()
+    error: str | None = None
+    try:
+        for k in range(num_chunks) if order is None else order:
+            if k in walked or not 0 <= k < num_chunks:
+                raise InputError(f"chunk index {k} repeated or outside 0..{num_chunks - 1}")
+            walked.add(k)
+            if k in done:
+                results[k] = done[k]
+            elif mine is None or k in mine:
+                results[k] = compute(k)
+                if store is not None:
+                    store.write(k, results[k])
+    except RobrepError as e:
+        if not shard.active:
+            raise
+        error = str(e)
+    if shard.active:
+        agree(error)  # also the barrier: every rank has written its chunks
+        assert store is not None
+        results = dict(ChunkStore.open(store.out, store.fingerprint, num_chunks, resume=True).done)
+        missing = [k for k in range(num_chunks) if k not in results]
+        if missing:
+            raise InputError(f"chunks {missing[:5]} were not written by any rank; rerun with --resume")
+        walked = set(results)
+    if len(walked) != num_chunks:
+        raise InputError(f"only {len(walked)} of {num_chunks} chunks were walked; give every index once")
     return [results[k] for k in range(num_chunks)]

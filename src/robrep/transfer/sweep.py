@@ -24,9 +24,10 @@ from typing import Any
 import torch
 
 from ..data import ImageData, load_dataset
-from ..errors import InputError
+from ..errors import InputError, RobrepError
 from ..evaluate import evaluate
 from ..io.atomic import atomic_write_json, to_jsonable
+from ..io.shard import Shard, agree
 from ..models import RobrepModel, create_model, load_with_meta
 from ..threats import threat
 from .core import MODES, TransferConfig, transfer
@@ -114,6 +115,25 @@ def _load_split(name: str, split: str, root: str | None, cache: dict[tuple[str, 
     return cache[(name, split)]
 
 
+def _same_settings(done: dict[str, Any], src: SourceSpec, cfg: TransferConfig) -> bool:
+    return done.get("config") == to_jsonable(cfg.to_dict()) and done.get("source", {}).get("path") == src.path
+
+
+def _evaluate_source(src: SourceSpec, m: RobrepModel, mt: dict[str, Any], out: Path, base: TransferConfig,
+                     data_root: str | None, data_cache: dict[tuple[str, str], ImageData]) -> None:
+    """Record a source's clean and robust accuracy on its own test split in ``out/sources``."""
+    ds = mt.get("dataset")
+    rec: dict[str, Any] = {"source": to_jsonable(src), "dataset": ds}
+    if ds:
+        test = _load_split(ds, "test", data_root, data_cache)
+        thr = threat(src.norm, src.eps) if (src.norm and src.eps > 0) else None
+        ev = evaluate(m, test, threat=thr, attack="pgd", attack_kwargs={"steps": base.eval_steps}, n=base.eval_n, seed=0)
+        full = evaluate(m, test)
+        rec.update({"clean_accuracy": full.clean_accuracy, "n_clean": full.n,
+                    "robust_accuracy": ev.robust_accuracy, "n_robust": ev.n, "threat": ev.threat})
+    atomic_write_json(out / "sources" / f"{src.name}.json", rec)
+
+
 def run_sweep(
     sources: Sequence[SourceSpec],
     targets: Sequence[str],
@@ -129,6 +149,7 @@ def run_sweep(
     source_eval: bool = True,
     trust: bool = False,
     log: Callable[[str], None] | None = None,
+    shard: Shard | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or resume) a transfer sweep; return every cell's record.
 
@@ -143,6 +164,10 @@ def run_sweep(
         base: all other transfer settings (mode, seed, fraction, resolution are set per cell).
         source_eval: also record each source's clean and robust accuracy on its own test split
             (first ``base.eval_n`` images, PGD at its training threat).
+        shard: this process's place in a ``torchrun`` job: the unfinished cells are dealt
+            round-robin to the ranks, each writes its cells into ``out``, and after a barrier every
+            rank returns all records (:mod:`robrep.io.shard`). Each cell's randomness comes from
+            its own seed, so the records do not depend on the number of ranks.
 
     Returns:
         records ``{"cell", "source", "config", "metrics"}`` in sweep order.
@@ -166,23 +191,13 @@ def run_sweep(
             loaded[spec.name] = load_source(spec.path, trust=trust, device=device)
         return loaded[spec.name]
 
+    shard = shard or Shard()
+    if source_eval:
+        todo = [src for src in sources if not (out / "sources" / f"{src.name}.json").is_file()]
+        for src in shard.assign(todo):
+            _evaluate_source(src, *get_model(src), out, base, data_root, data_cache)
+    cells = []
     for src in sources:
-
-        if source_eval:
-            sp = out / "sources" / f"{src.name}.json"
-            if not sp.is_file():
-                m, mt = get_model(src)
-                ds = mt.get("dataset")
-                rec: dict[str, Any] = {"source": to_jsonable(src), "dataset": ds}
-                if ds:
-                    test = _load_split(ds, "test", data_root, data_cache)
-                    thr = threat(src.norm, src.eps) if (src.norm and src.eps > 0) else None
-                    ev = evaluate(m, test, threat=thr, attack="pgd", attack_kwargs={"steps": base.eval_steps},
-                                  n=base.eval_n, seed=0)
-                    full = evaluate(m, test)
-                    rec.update({"clean_accuracy": full.clean_accuracy, "n_clean": full.n,
-                                "robust_accuracy": ev.robust_accuracy, "n_robust": ev.n, "threat": ev.threat})
-                atomic_write_json(sp, rec)
         for target in targets:
             for frac in fractions:
                 for res in resolutions:
@@ -190,29 +205,32 @@ def run_sweep(
                         for seed in seeds:
                             cell = Cell(src.name, target, float(frac), res, mode, int(seed))
                             cfg = replace(base, mode=mode, seed=int(seed), target_fraction=float(frac), resolution=res)
-                            path = out / "cells" / f"{cell_id(cell)}.json"
-                            if path.is_file():
-                                done = json.loads(path.read_text())
-                                if done.get("config") != to_jsonable(cfg.to_dict()) or done.get("source", {}).get("path") != src.path:
-                                    raise InputError(
-                                        f"{path} was made with other settings; use another --out or the same options"
-                                    )
-                                records.append(done)
-                                if log:
-                                    log(f"skip {cell_id(cell)} (done)")
-                                continue
-                            m, _ = get_model(src)
-                            tr = _load_split(target, "train", data_root, data_cache)
-                            te = _load_split(target, "test", data_root, data_cache)
-                            res_ = transfer(m, tr, te, cfg)
-                            rec = {"cell": to_jsonable(cell), "source": to_jsonable(src), "config": to_jsonable(cfg.to_dict()),
-                                   "metrics": to_jsonable(res_.metrics())}
-                            atomic_write_json(path, rec)
-                            records.append(rec)
-                            if log:
-                                adv = res_.adversarial_accuracy
-                                log(f"{cell_id(cell)}: natural {res_.natural_accuracy:.4f}"
-                                    + (f", adversarial {adv:.4f}" if adv is not None else "") + f" ({res_.seconds:.0f}s)")
+                            cells.append((src, cell, cfg, out / "cells" / f"{cell_id(cell)}.json"))
+    pending = [c for c in cells if not c[3].is_file()]
+    for src, cell, cfg, path in cells:  # finished cells of other settings: refuse before any work
+        if path.is_file() and not _same_settings(json.loads(path.read_text()), src, cfg):
+            raise InputError(f"{path} was made with other settings; use another --out or the same options")
+        if log and path.is_file():
+            log(f"skip {cell_id(cell)} (done)")
+    error: str | None = None
+    try:
+        for src, cell, cfg, path in shard.assign(pending):
+            m, _ = get_model(src)
+            tr = _load_split(cell.target, "train", data_root, data_cache)
+            te = _load_split(cell.target, "test", data_root, data_cache)
+            res_ = transfer(m, tr, te, cfg)
+            atomic_write_json(path, {"cell": to_jsonable(cell), "source": to_jsonable(src),
+                                     "config": to_jsonable(cfg.to_dict()), "metrics": to_jsonable(res_.metrics())})
+            if log:
+                adv = res_.adversarial_accuracy
+                log(f"{cell_id(cell)}: natural {res_.natural_accuracy:.4f}"
+                    + (f", adversarial {adv:.4f}" if adv is not None else "") + f" ({res_.seconds:.0f}s)")
+    except RobrepError as e:
+        if not shard.active:
+            raise
+        error = str(e)
+    agree(error)  # with several ranks, also the barrier: every rank has written its cells
+    records = [json.loads(path.read_text()) for _, _, _, path in cells]
     return records
 
 
