@@ -62,6 +62,7 @@ def test_stream_equals_in_memory_path(folder) -> None:
     x, y = data.tensors()
     assert x.dtype == torch.float32 and torch.equal(x, ref_x) and y.tolist() == ref_y
     assert data.info.classes == CLASSES and data.info.input_shape == (3, 16, 16) and data.info.num_classes == 3
+    assert data.info.name == f"imagefolder:{folder}@16"  # the size too: a checkpoint records a name that reloads
     # mean/std: all 15 images are used (<= 256), the same numbers as over the stacked tensor
     assert np.allclose(data.info.mean, ref_x.mean((0, 2, 3)).numpy(), atol=1e-6)
     assert np.allclose(data.info.std, ref_x.std((0, 2, 3)).numpy(), atol=1e-5)

@@ -20,7 +20,10 @@ from .core import (
     load_dataset,
     resolve_data_root,
 )
-from .folders import IMAGENET_MEAN, IMAGENET_STD  # registers imagefolder:, imagenet-val:, wds:, hfds:
+from .folders import (  # registers imagefolder:, imagenet-val:, wds:, hfds:
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+)
 from .stream import ImageTransform, StreamImageData
 from .subset import grouped_by_class, stratified_subset, take
 from .synthetic import gaussian_mixture

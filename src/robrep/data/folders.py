@@ -22,7 +22,8 @@
     ``label``/``labels``); a ``DatasetDict`` serves ``train`` and ``test`` (or ``validation``).
 
 ``@size`` is ``@<crop>`` (resize the shorter side to ``crop``, then centre-crop) or
-``@<resize>/<crop>``. Images are converted to RGB.
+``@<resize>/<crop>``. Images are converted to RGB. ``info.name`` is the full name given (size
+included), so a checkpoint trained on such data records a name that loads the same images.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def _imagefolder(spec: str) -> Callable[..., ImageData]:
         if not samples:
             raise InputError(f"imagefolder {d} holds no images")
         labels = torch.tensor([s[1] for s in samples], dtype=torch.long)
-        return _stream(FileSource([s[0] for s in samples]), labels, split, f"imagefolder:{path}", tuple(classes),
+        return _stream(FileSource([s[0] for s in samples]), labels, split, f"imagefolder:{spec}", tuple(classes),
                        len(classes), ImageTransform(resize, crop), str(base))
 
     return factory
@@ -249,7 +250,7 @@ def _imagenet_val(spec: str) -> Callable[..., ImageData]:
             raise DataNotFoundError(f"labels {missing[:3]} are not in the synset list; use matching label files")
         labels = torch.tensor([index[w] for w in per_file], dtype=torch.long)
         classes = tuple(names) if names else tuple(wnids)
-        return _stream(FileSource([str(d / f) for f in files]), labels, split, f"imagenet-val:{path}", classes,
+        return _stream(FileSource([str(d / f) for f in files]), labels, split, f"imagenet-val:{spec}", classes,
                        len(wnids), ImageTransform(resize, crop), cite, (IMAGENET_MEAN, IMAGENET_STD))
 
     return factory
@@ -349,7 +350,7 @@ def _wds(spec: str) -> Callable[..., ImageData]:
         if min(labels) < 0:
             raise DataNotFoundError(f"wds: labels must be >= 0, got {min(labels)}")
         k = max(labels) + 1
-        return _stream(TarSource(shards, members), torch.tensor(labels), split, f"wds:{pattern}",
+        return _stream(TarSource(shards, members), torch.tensor(labels), split, f"wds:{spec}",
                        tuple(str(i) for i in range(k)), k, ImageTransform(resize, crop), f"WebDataset shards {pat}")
 
     return factory
@@ -437,7 +438,7 @@ def _hfds(spec: str) -> Callable[..., ImageData]:
             classes = tuple(str(i) for i in range(int(y.max()) + 1))
         src = HFSource(p, hf_split, img_cols[0], len(ds))
         src._ds = ds
-        return _stream(src, torch.from_numpy(y.astype(np.int64)), split, f"hfds:{path}", classes, len(classes),
+        return _stream(src, torch.from_numpy(y.astype(np.int64)), split, f"hfds:{spec}", classes, len(classes),
                        ImageTransform(resize, crop), f"Hugging Face datasets folder {p}" + (f" [{hf_split}]" if hf_split else ""))
 
     return factory
