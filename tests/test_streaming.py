@@ -147,6 +147,17 @@ def test_corrupt_image_names_the_file(folder, tmp_path) -> None:
     (d / "bad.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(DataNotFoundError, match="bad.png"):
         robrep.load_dataset(f"imagefolder:{tmp_path}@8", "test")
+    # decoded in a DataLoader worker: the same one-line message, without the worker's traceback
+    from robrep.data import DatasetInfo, ImageTransform
+    from robrep.data.folders import FileSource
+
+    info3 = DatasetInfo("x", 1, (3, 8, 8), (0.5,) * 3, (0.25,) * 3)
+    data = StreamImageData(FileSource([str(d / "ok.png"), str(d / "bad.png")]), torch.tensor([0, 0]), info3, "test",
+                           ImageTransform(8, 8), num_workers=1)
+    with pytest.raises(DataNotFoundError) as err:
+        list(data.batches(2))
+    msg = str(err.value)
+    assert msg.startswith("cannot decode image") and "bad.png" in msg and "\n" not in msg
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ..errors import DataNotFoundError, InputError
+from ..errors import DataNotFoundError, InputError, RobrepError
 from .core import DatasetInfo, ImageData, TensorImageData
 
 __all__ = [
@@ -177,6 +177,17 @@ class _Decoded(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return x, self.labels[j]
 
 
+def _unwrap_worker_error(e: RobrepError) -> RobrepError:
+    """A DataLoader worker's error arrives as "Caught X in DataLoader worker ... Original Traceback
+    ...": give back the original message (the traceback's last line, without the class name)."""
+    text = str(e)
+    if "Original Traceback" not in text:
+        return e
+    last = [ln for ln in text.strip().splitlines() if ln.strip()][-1]
+    head, sep, msg = last.partition(": ")
+    return type(e)(msg if sep and head.split(".")[-1] == type(e).__name__ else last)
+
+
 def _collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = zip(*batch)
     return torch.stack(xs), torch.stack(ys)
@@ -262,7 +273,14 @@ class StreamImageData(ImageData):
         (pinned when it is a GPU) and becomes float there."""
         dev = torch.device(device) if device is not None else None
         pin = dev is not None and dev.type == "cuda" and torch.cuda.is_available()
-        for xb, yb in self.loader(batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last, pin_memory=pin):
+        it = iter(self.loader(batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last, pin_memory=pin))
+        while True:
+            try:
+                xb, yb = next(it)
+            except StopIteration:
+                return
+            except RobrepError as e:  # from a worker: keep the original one-line message
+                raise _unwrap_worker_error(e) from None
             release_free_memory()
             if dev is not None:
                 xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
