@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_checkpoint(p)
     p.add_argument("--dataset", default=None)
     p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--n", type=int, default=16, help="number of test images attacked")
+    p.add_argument("--n", type=int, default=16, help="number of test images attacked: the first n, or a class-stratified subset (--seed) when the data come sorted by class (default: %(default)s)")
     add_threat(p)
     p.add_argument("--attack", default="pgd")
     p.add_argument("--steps", type=int, default=None)
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from ..attacks import create_attack
-    from ..data import load_dataset
+    from ..data import load_dataset, take
     from ..errors import InputError
     from ..io.atomic import atomic_path
     from ..report import amplify, save_image_grid
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     data = load_dataset(dataset, args.split, root=args.data_root, download=args.download)
     if args.n <= 0:
         raise InputError(f"--n must be positive, got {args.n}")
-    x, y = next(iter(data.head(args.n).batches(args.n)))
+    x, y = next(iter(take(data, args.n, args.seed).batches(args.n)))  # stratified on class-sorted data
     dev = next(model.parameters()).device
     x, y = x.to(dev), y.to(dev)
     kw: dict = {}

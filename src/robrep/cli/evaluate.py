@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_checkpoint(p)
     p.add_argument("--dataset", default=None, help="default: the checkpoint's training dataset")
     p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--n", type=int, default=None, help="first n examples only")
+    p.add_argument("--n", type=int, default=None,
+                   help="evaluate n examples only: the first n, or a class-stratified subset drawn with --seed when the "
+                        "data come sorted by class, e.g. a folder per class (default: %(default)s = all)")
     add_threat(p)
     p.add_argument("--attack", default="pgd", help="pgd, apgd-ce, apgd-dlr, apgd (CE then DLR) ... (robrep list attacks)")
     p.add_argument("--steps", type=int, default=None, help="attack steps (default 20 for pgd, 100 for apgd)")
@@ -30,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import load_dataset
+    from ..data import load_dataset, take
     from ..errors import InputError
     from ..evaluate import evaluate
     from ..io.atomic import atomic_write_json
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     model, meta = load_checkpoint_arg(args)
     dataset = dataset_arg(args, meta)
     data = load_dataset(dataset, args.split, root=args.data_root, download=args.download)
+    data = take(data, args.n, args.seed)  # recorded as "subset": how the n examples were chosen
     eps, norm = args.eps, args.norm
     if eps is None and meta.get("threat"):
         eps, norm = float(meta["threat"]["eps"]), meta["threat"]["norm"]
@@ -54,13 +57,13 @@ def run(args: argparse.Namespace) -> int:
     if args.step_size is not None:
         kw["step_size"] = args.step_size
     chunk = args.chunk_size if args.chunk_size is not None else (500 if args.out else None)
-    res = evaluate(model, data, threat=thr, attack=args.attack, attack_kwargs=kw, batch_size=args.batch_size, n=args.n,
+    res = evaluate(model, data, threat=thr, attack=args.attack, attack_kwargs=kw, batch_size=args.batch_size, n=None,
                    seed=args.seed, show_progress=not args.quiet, chunk_size=chunk, out=args.out, resume=args.resume,
                    overwrite=args.overwrite, fingerprint_extra={"dataset": dataset, "split": args.split})
     out = {"clean_accuracy": res.clean_accuracy, "robust_accuracy": res.robust_accuracy, "n": res.n,
            "threat": res.threat, "attack": res.attack, "dataset": dataset, "checkpoint": str(args.checkpoint),
            "per_class_clean": res.per_class_clean, "per_class_robust": res.per_class_robust,
-           "chunks_done": res.chunks_done, "chunks_resumed": res.chunks_resumed}
+           "chunks_done": res.chunks_done, "chunks_resumed": res.chunks_resumed, "subset": data.selection}
     if args.out:
         atomic_write_json(Path(args.out) / "result.json", out)
         write_record(Path(args.out), "eval", vars(args) | {"func": None}, out)

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--transform", required=True, choices=sorted(_DEFAULTS), help="semantic perturbation")
     p.add_argument("--dataset", default=None, help="default: the checkpoint's training dataset")
     p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--n", type=int, default=100, help="first n images")
+    p.add_argument("--n", type=int, default=100, help="number of images: the first n, or a class-stratified subset (--seed) when the data come sorted by class (default: %(default)s)")
     p.add_argument("--eps", type=float, default=None, help="largest |theta| searched (default per transform)")
     p.add_argument("--delta", type=float, default=None, help="explicit-splitting interval width")
     p.add_argument("--subdiv", type=int, default=None, help="implicit sub-intervals per interval (rotation)")
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from ..certify.semantic_verify import semantic_certify, summarize_semantic
-    from ..data import load_dataset
+    from ..data import load_dataset, take
     from ..io.atomic import atomic_write_json
     from ..runs import write_record
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     eps = args.eps if args.eps is not None else eps0
     delta = args.delta if args.delta is not None else delta0
     subdiv = args.subdiv if args.subdiv is not None else sub0
-    data = load_dataset(dataset, args.split, root=args.data_root, download=args.download).head(args.n)
+    data = take(load_dataset(dataset, args.split, root=args.data_root, download=args.download), args.n, args.seed)
     x, y = data.tensors()
     dev = next(model.parameters()).device
     x, y = x.to(dev), y.to(dev)

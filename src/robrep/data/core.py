@@ -1,4 +1,4 @@
-"""Dataset registry and in-memory image data."""
+"""Dataset registry and in-memory image data (streamed, folder-backed data: ``stream.py``, ``folders.py``)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ class ImageData:
 
     info: DatasetInfo
     split: str
+    #: how :func:`robrep.data.take` chose these examples (None: not chosen by ``take``)
+    selection: dict | None = None
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -160,6 +162,10 @@ class TensorImageData(ImageData):
     def head(self, n: int) -> TensorImageData:
         """The first ``n`` examples (deterministic evaluation subsets)."""
         return self.subset(torch.arange(min(n, len(self))))
+
+    def to_memory(self) -> TensorImageData:
+        """Itself (streamed data sets return their in-memory copy)."""
+        return self
 
 
 DATASETS: Registry[Callable[..., ImageData]] = Registry("dataset")
@@ -414,42 +420,4 @@ def _svhn(split: str, root: Path, download: bool) -> ImageData:
         raise _tv_missing(SVHN_INFO, root, f"expected {split}_32x32.mat", e) from e
     return TensorImageData(torch.from_numpy(ds.data), torch.from_numpy(ds.labels.astype(np.int64)), SVHN_INFO, split)
 
-
-# ---------------------------------------------------------------------------------------------
-# imagefolder:<path> -- <path>/{train,test}/<class>/<image>, resized to a fixed square size.
-
-
-def _imagefolder(path_and_size: str) -> Callable[..., ImageData]:
-    """``imagefolder:<path>`` or ``imagefolder:<path>@<size>`` (default size 32)."""
-    path, size = path_and_size, 32
-    if "@" in path_and_size:
-        path, s = path_and_size.rsplit("@", 1)
-        if not s.isdigit():
-            raise InputError(f"imagefolder size must be an integer, got {s!r} (use imagefolder:<path>@64)")
-        size = int(s)
-
-    def factory(split: str, root: Path, download: bool) -> ImageData:
-        from torchvision import datasets, transforms
-
-        base = Path(path).expanduser()
-        d = base / split
-        if not d.is_dir():
-            raise DataNotFoundError(
-                f"imagefolder: expected {d}/<class>/<image files>; create {split}/ under {base}"
-            )
-        tf = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()])
-        ds = datasets.ImageFolder(str(d), transform=tf)
-        if len(ds) == 0:
-            raise InputError(f"imagefolder {d} holds no images")
-        xs = torch.stack([ds[i][0] for i in range(len(ds))])
-        c = xs.shape[1]
-        info = DatasetInfo(
-            f"imagefolder:{path}", len(ds.classes), (c, size, size), tuple(xs.mean((0, 2, 3)).tolist()),
-            tuple(xs.std((0, 2, 3)).clamp_min(1e-3).tolist()), tuple(ds.classes), str(base),
-        )
-        return TensorImageData(xs, torch.as_tensor(ds.targets), info, split)
-
-    return factory
-
-
-DATASETS.register_prefix("imagefolder", _imagefolder, help="<path>[@size]: <path>/{train,test}/<class>/*.png")
+# Folder-backed data (imagefolder:, imagenet-val:, wds:, hfds:) stream from disk: see folders.py.

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..attacks import create_attack
-from ..data import ImageData
+from ..data import ImageData, take
 from ..errors import InputError
 from ..models.base import check_images
 from ..progress import progress
@@ -93,7 +93,8 @@ def evaluate(
         threat: threat model; None evaluates clean accuracy only.
         attack: name in ``robrep list attacks`` (``pgd``, ``apgd-ce``, ``apgd-dlr``, ``apgd``).
         attack_kwargs: e.g. ``{"steps": 50, "step_size": 0.01, "restarts": 3}``.
-        n: evaluate the first ``n`` examples only.
+        n: evaluate ``n`` examples only: ``robrep.data.take(data, n, seed)``, the first ``n``, or a
+            seeded class-stratified subset when the labels come grouped by class (a folder per class).
         chunk_size: examples per chunk (None: all in one chunk).
         out: run folder for the chunk files (None: nothing is written).
         resume, overwrite: what to do with finished chunks already in ``out``.
@@ -113,7 +114,7 @@ def evaluate(
         raise InputError("resume and overwrite need a run folder: pass --out (out=...)")
     dev = torch.device(device) if device is not None else next(iter(model.parameters())).device
     atk = create_attack(attack, **(attack_kwargs or {})) if threat is not None else None
-    total, chunk_batches, data_digest = _chunk_source(data, n, batch_size, model)
+    total, chunk_batches, data_digest = _chunk_source(data, n, batch_size, model, seed)
     cs = chunk_size or max(total, 1)
     bounds = [(s, min(s + cs, total)) for s in range(0, total, cs)]
     store = None
@@ -184,7 +185,7 @@ def _chunk_generator(seed: int, k: int) -> torch.Generator:
 
 
 def _chunk_source(data: ImageData | tuple[torch.Tensor, torch.Tensor], n: int | None, batch_size: int,
-                  model: nn.Module) -> tuple[int, Callable[[int, int], Iterable[tuple[torch.Tensor, torch.Tensor]]], Callable[[], Any]]:
+                  model: nn.Module, seed: int = 0) -> tuple[int, Callable[[int, int], Iterable[tuple[torch.Tensor, torch.Tensor]]], Callable[[], Any]]:
     """(number of examples, ``batches(start, stop)`` over examples [start, stop), data digest for fingerprints)."""
     from ..io.chunks import tensor_digest
 
@@ -199,7 +200,10 @@ def _chunk_source(data: ImageData | tuple[torch.Tensor, torch.Tensor], n: int | 
             return [(xs[i : min(i + batch_size, e)], ys[i : min(i + batch_size, e)]) for i in range(s, e, batch_size)]
 
         return len(xs), tensor_batches, lambda: tensor_digest(xs, ys)
-    sub = data.head(n) if (n is not None and hasattr(data, "head")) else data
+    if n is not None and hasattr(data, "labels") and hasattr(data, "subset"):
+        sub = take(data, n, seed)  # class-grouped data (a folder per class): seeded stratified subset
+    else:
+        sub = data.head(n) if (n is not None and hasattr(data, "head")) else data
     total = len(sub)
 
     def data_batches(s: int, e: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -213,6 +217,8 @@ def _chunk_source(data: ImageData | tuple[torch.Tensor, torch.Tensor], n: int | 
     def digest() -> Any:
         if hasattr(sub, "images") and hasattr(sub, "labels"):
             return tensor_digest(sub.images, sub.labels)
+        if hasattr(sub, "fingerprint"):  # streamed data: files, chosen indices, labels, transform
+            return sub.fingerprint()
         return {"name": sub.info.name, "split": sub.split, "len": total}
 
     return total, data_batches, digest
