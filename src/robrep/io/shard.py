@@ -189,7 +189,7 @@ def check_peers(out: str | os.PathLike[str], shard: Shard, info: dict[str, Any] 
         return
     import torch.distributed as dist
 
-    from .. import __version__
+    from .._version import __version__
 
     token = [uuid.uuid4().hex if shard.is_main else None]
     dist.broadcast_object_list(token, src=0)
