@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every CPU benchmark, as recorded in docs/benchmarks.md. Run on an IDLE machine (load average
+# Every CPU benchmark, as recorded in docs/benchmarks/index.md. Run on an IDLE machine (load average
 # well under the core count; the scripts warn otherwise), from the repository root:
 #   bash benchmarks/run_cpu.sh [OUT_DIR]
 # Set CKPT to a trained MNIST model (default: the issue-2 acceptance model) and ROBREP_DATA to

@@ -1,8 +1,8 @@
-"""Robust representations made visible (Engstrom et al. 2019, arXiv 1906.00945, methods.md 2).
+"""Robust representations made visible (Engstrom et al. 2019, arXiv 1906.00945, docs/methods/visualization.md).
 
 Every operation is input-space optimization with :func:`~robrep.visualize.optimize.optimize_inputs`
 (normalized l2 steps, [0,1] box, l2 ball of radius ``eps`` around the start). The library
-defaults are the notebooks' settings (methods.md 2.3, RestrictedImageNet ResNet-50); scale
+defaults are the notebooks' settings (docs/methods/visualization.md, RestrictedImageNet ResNet-50); scale
 ``steps`` and ``step_size`` to small images and CPUs.
 
 Each function takes a :class:`~robrep.models.RobrepModel` (any robrep / torchvision / timm net,
@@ -47,7 +47,7 @@ Start = str | torch.Tensor
 
 
 def inversion_loss(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Relative representation error ``||z - r||_2 / ||r||_2`` per example (methods.md 2.3).
+    """Relative representation error ``||z - r||_2 / ||r||_2`` per example (docs/methods/visualization.md).
 
     Args:
         z: (B, D) representations.
@@ -63,7 +63,7 @@ def inversion_loss(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def feature_addition_loss(z_i: torch.Tensor, target: float) -> torch.Tensor:
     """``min(z_i - target, 0)`` (to be maximised): zero, with zero gradient, once the activation
-    reaches ``target`` (methods.md 2.3, feature addition; the notebook uses target 1).
+    reaches ``target`` (docs/methods/visualization.md, feature addition; the notebook uses target 1).
 
     Args:
         z_i: (B,) activations of one component.
@@ -90,7 +90,7 @@ def _start(start: Start, like: torch.Tensor, generator: torch.Generator | None) 
 
 @dataclass(frozen=True)
 class InversionResult:
-    """Representation inversion (methods.md 2.3).
+    """Representation inversion (docs/methods/visualization.md).
 
     Attributes:
         x: (B, C, H, W) inverted images in [0, 1].
@@ -145,7 +145,7 @@ def invert(
     generator: torch.Generator | None = None,
 ) -> InversionResult:
     """Representation inversion: ``argmin_x ||R(x) - R(x_t)||_2 / ||R(x_t)||_2`` over [0,1]
-    images (Engstrom et al. 2019, Sec. "Inverting representations"; methods.md 2.3).
+    images (Engstrom et al. 2019, Sec. "Inverting representations"; docs/methods/visualization.md).
 
     Args:
         model: RobrepModel (read at ``layer``) or any module mapping images to features.
@@ -243,7 +243,7 @@ def brittleness(
 
 @dataclass(frozen=True)
 class FeatureVisualization:
-    """Inputs maximizing single components (methods.md 2.3, direct feature visualization).
+    """Inputs maximizing single components (docs/methods/visualization.md, direct feature visualization).
 
     Attributes:
         components: (K,) component indices.
@@ -284,7 +284,7 @@ def visualize_features(
     generator: torch.Generator | None = None,
 ) -> FeatureVisualization:
     """Maximise ``R(x)_i`` for each component ``i`` (untargeted l2 PGD; Engstrom et al. 2019,
-    "Feature visualization"; methods.md 2.3).
+    "Feature visualization"; docs/methods/visualization.md).
 
     Args:
         model: RobrepModel (read at ``layer``) or any module mapping images to features.
@@ -350,7 +350,7 @@ def top_activating(
     layer: str = "penultimate",
     batch_size: int = 500,
 ) -> TopImages:
-    """Top-k and bottom-k images of ``images`` ranked by ``R(x)_component`` (methods.md 2.3,
+    """Top-k and bottom-k images of ``images`` ranked by ``R(x)_component`` (docs/methods/visualization.md,
     "maximizing inputs" plus top-5 / bottom-5 test images). Ties keep the lower index first.
 
     Args:
@@ -380,7 +380,7 @@ def top_activating(
 
 @dataclass(frozen=True)
 class FeatureAdditionResult:
-    """Feature addition (methods.md 2.3): one component of real images pushed up to a target.
+    """Feature addition (docs/methods/visualization.md): one component of real images pushed up to a target.
 
     Attributes:
         x: (B, C, H, W) manipulated images in [0, 1].
@@ -413,7 +413,7 @@ def add_feature(
     fake_relu: bool = False,
 ) -> FeatureAdditionResult:
     """Maximise ``min(R(x)_i - target, 0)`` from real images (Engstrom et al. 2019, "Feature
-    manipulation"; methods.md 2.3): the push stops once the activation reaches the target.
+    manipulation"; docs/methods/visualization.md): the push stops once the activation reaches the target.
 
     Args:
         model: RobrepModel or feature module.
@@ -444,7 +444,7 @@ def add_feature(
 
 @dataclass(frozen=True)
 class InterpolationResult:
-    """Inversions of interpolated representations (methods.md 2.3).
+    """Inversions of interpolated representations (docs/methods/visualization.md).
 
     Attributes:
         lambdas: (n,) the weights ``lambda_j = j / (n - 1)``.
@@ -472,7 +472,7 @@ def interpolate(
     fake_relu: bool = False,
 ) -> InterpolationResult:
     """Invert ``r_lambda = (1 - lambda) R(x1) + lambda R(x2)``, ``lambda = j / (n - 1)``, each
-    from the pixel interpolation (Engstrom et al. 2019, "Input interpolation"; methods.md 2.3).
+    from the pixel interpolation (Engstrom et al. 2019, "Input interpolation"; docs/methods/visualization.md).
 
     Args:
         model: RobrepModel or feature module.
@@ -507,7 +507,7 @@ def interpolate(
 @dataclass(frozen=True)
 class MisclassificationInsight:
     """Why a prediction is what it is, as for a linear classifier on ``R(x)`` (Engstrom et al.
-    2019, "Insight into model predictions"; procedure reconstructed, methods.md 2.4).
+    2019, "Insight into model predictions"; procedure reconstructed, docs/methods/visualization.md).
 
     Attributes:
         label: (B,) true labels.
