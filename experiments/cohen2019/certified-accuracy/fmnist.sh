@@ -15,7 +15,7 @@ done
 for s in 0.25 0.5 1.0; do
   DATASET=fashion-mnist SIGMA=$s NUM=$NUM CHUNK=50 OUT=artifacts/certification/certify-fmnist ./experiments/cohen2019/certified-accuracy/run_certify.sh
 done
-N=$NUM ZOO=artifacts/zoo2 OUT=artifacts/semantic3 bash -c '
+N=$NUM ZOO=artifacts/zoo OUT=artifacts/semantic3 bash -c '
 for m in fmnist-std fmnist-pgd; do
   for tr in brightness contrast; do
     [ -f $OUT/$m-$tr.json ] && continue

@@ -20,8 +20,8 @@ in the original, stroke = pixels > 0.5):
 (d) inversion from a black start clamp(N(0, 0.05^2), 0, 1) instead of the grey noise start.
 
     ROBREP_DATA=/work/shared/data OMP_NUM_THREADS=1 nice -n 19 python experiments/engstrom2019/inversion/diagnose_mnist.py \
-        --zoo artifacts/zoo2 --n 50 --steps 300 --step-size 0.1 \
-        --out artifacts/visualization2/mnist/diagnose.json --figure docs/figures/visualization/mnist_diagnose.png
+        --zoo artifacts/zoo --n 50 --steps 300 --step-size 0.1 \
+        --out artifacts/visualization/mnist/diagnose.json --figure docs/figures/visualization/mnist_diagnose.png
 
 Four inversions of N images: about 50 s on one core for N = 50, 300 steps.
 """
@@ -86,12 +86,12 @@ def describe(rep: torch.nn.Module, xi: torch.Tensor, x: torch.Tensor, z_t: torch
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--zoo", default="artifacts/zoo2")
+    p.add_argument("--zoo", default="artifacts/zoo")
     p.add_argument("--n", type=int, default=50)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--step-size", type=float, default=0.1)
     p.add_argument("--no-black", action="store_true", help="skip (d), the black-start inversions")
-    p.add_argument("--out", default="artifacts/visualization2/mnist/diagnose.json")
+    p.add_argument("--out", default="artifacts/visualization/mnist/diagnose.json")
     p.add_argument("--figure", default=None)
     a = p.parse_args()
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""Contrastive pretraining + linear evaluation (issue 8; Ko et al., ICML 2022, reconstructed losses).
+"""Contrastive pretraining + linear evaluation (Ko et al., ICML 2022, reconstructed losses).
 
 For every method and seed: pretrain a small-cnn encoder with ``robrep.train`` (same encoder,
 data, epochs, batch and optimizer for every method), then probe its penultimate layer

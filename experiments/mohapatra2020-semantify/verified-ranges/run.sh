@@ -7,7 +7,7 @@
 #   N=100 bash experiments/mohapatra2020-semantify/verified-ranges/run.sh ; python experiments/mohapatra2020-semantify/verified-ranges/table.py artifacts/semantic3
 set -euo pipefail
 export ROBREP_DATA=${ROBREP_DATA:-../shared/data} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-N=${N:-100}; OUT=${OUT:-artifacts/semantic3}; ZOO=${ZOO:-artifacts/zoo2}
+N=${N:-100}; OUT=${OUT:-artifacts/semantic3}; ZOO=${ZOO:-artifacts/zoo}
 CM=$OUT/colored-mnist-std
 if [ ! -f $CM/model.safetensors ]; then
   robrep train --dataset colored-mnist --model small-cnn --objective standard --epochs 2 --batch-size 128 --optimizer adam \

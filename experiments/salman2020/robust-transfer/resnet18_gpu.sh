@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# NOT RUN (no GPU in this task): the same sweep with a torchvision ResNet-18 on 32x32 inputs.
+# Not yet run (needs a GPU): the same sweep with a torchvision ResNet-18 on 32x32 inputs.
 # Sources: tv:resnet18 trained on CIFAR-10 with L2 PGD at the paper's small-eps grid and Linf
 # {0, 2, 4, 8}/255; targets CIFAR-100 and SVHN (1 % / 10 %), both modes, 3 seeds.
 # Expect ~1-2 GPU-hours on one H100 for the sources (30 epochs each) and ~1 h for the sweep.
