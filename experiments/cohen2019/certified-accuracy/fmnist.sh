@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7 on Fashion-MNIST (CPU sizing): noise-trained small-cnn models (sigma 0.25 / 0.5 / 1.0,
+# Certification and semantic verification on Fashion-MNIST (CPU sizing): noise-trained small-cnn models (sigma 0.25 / 0.5 / 1.0,
 # the MNIST recipe), certification of the first NUM test images (n = 10,000, order 1), and the
 # semantic brightness / contrast verification of the standard and PGD (linf 0.1) F-MNIST models.
 #   NUM=100 bash experiments/cohen2019/certified-accuracy/fmnist.sh
@@ -15,7 +15,7 @@ done
 for s in 0.25 0.5 1.0; do
   DATASET=fashion-mnist SIGMA=$s NUM=$NUM CHUNK=50 OUT=artifacts/certification/certify-fmnist ./experiments/cohen2019/certified-accuracy/run_certify.sh
 done
-N=$NUM ZOO=artifacts/zoo OUT=artifacts/semantic3 bash -c '
+N=$NUM ZOO=artifacts/zoo OUT=artifacts/semantic bash -c '
 for m in fmnist-std fmnist-pgd; do
   for tr in brightness contrast; do
     [ -f $OUT/$m-$tr.json ] && continue

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Issue 7 acceptance (session 3): semantic verified vs attacked ranges on the first N test images
+# Mohapatra et al. (2020, Semantify-NN): semantic verified vs attacked ranges on the first N test images
 #  - colour transforms (hue, saturation, lightness) on a 3-channel model: small-cnn trained 2 epochs
 #    on `colored-mnist` (MNIST digits in a random colour per image; robrep's dataset registry)
 #  - brightness, contrast and rotation on the MNIST standard and PGD (linf 0.3) small-cnn models
 # Results: $OUT/<model>-<transform>.json (summary) and $OUT/<model>-<transform>/ (per image).
-#   N=100 bash experiments/mohapatra2020-semantify/verified-ranges/run.sh ; python experiments/mohapatra2020-semantify/verified-ranges/table.py artifacts/semantic3
+#   N=100 bash experiments/mohapatra2020-semantify/verified-ranges/run.sh ; python experiments/mohapatra2020-semantify/verified-ranges/table.py artifacts/semantic
 set -euo pipefail
 export ROBREP_DATA=${ROBREP_DATA:-../shared/data} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-N=${N:-100}; OUT=${OUT:-artifacts/semantic3}; ZOO=${ZOO:-artifacts/zoo}
+N=${N:-100}; OUT=${OUT:-artifacts/semantic}; ZOO=${ZOO:-artifacts/zoo}
 CM=$OUT/colored-mnist-std
 if [ ! -f $CM/model.safetensors ]; then
   robrep train --dataset colored-mnist --model small-cnn --objective standard --epochs 2 --batch-size 128 --optimizer adam \
