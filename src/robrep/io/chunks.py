@@ -1,4 +1,4 @@
-"""Resumable long computations in fixed-size chunks (issue 11: long evaluations resume).
+"""Resumable long computations in fixed-size chunks.
 
 A run folder ``out`` holds one JSON file per finished chunk, ``out/chunks/chunk-NNNNN.json``,
 written atomically together with the run's *fingerprint* (a JSON dict of everything that
