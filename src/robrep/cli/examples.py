@@ -44,11 +44,11 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "invert": [
         ("invert the penultimate layer of 8 test images from noise",
          "robrep invert --checkpoint runs/demo-pgd/model.safetensors --n 8 --steps 500 --out runs/demo-pgd/invert"),
-        ("start from other images and keep the best iterate", "robrep invert --checkpoint runs/demo-pgd/model.safetensors --start images --use-best --steps 500"),
+        ("start from other test images and keep the best iterate", "robrep invert --checkpoint runs/demo-pgd/model.safetensors --start other --use-best --steps 500"),
     ],
     "visualize": [
         ("inputs that maximize components 0-3, and the test images that activate them most",
-         "robrep visualize --checkpoint runs/demo-pgd/model.safetensors --components 0 1 2 3 --out runs/demo-pgd/visualize"),
+         "robrep visualize --checkpoint runs/demo-pgd/model.safetensors --components 0,1,2,3 --out runs/demo-pgd/visualize"),
         ("fewer steps and a smaller search", "robrep visualize --checkpoint runs/demo-pgd/model.safetensors --steps 50 --search-n 200"),
     ],
     "add-feature": [
