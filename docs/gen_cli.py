@@ -12,6 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
+
+# document this checkout's CLI, not whichever robrep happens to be installed
+_SRC = str(Path(__file__).resolve().parents[1] / "src")
+if _SRC not in sys.path:
+    sys.path.insert(0, _SRC)
 
 WIDTH = "100"  # terminal width the help is formatted for (argparse reads $COLUMNS)
 

@@ -16,8 +16,10 @@ DOCS = Path(__file__).resolve().parent
 # preferred order of the task guides; other guides follow alphabetically
 GUIDE_ORDER = ["train", "evaluate", "vulnerability", "synbench", "profile", "load-models", "data",
                "transfer", "certify", "see", "scale-out", "speed"]
+METHODS_ORDER = ["threat-models", "adversarial-training", "vulnerability", "synbench", "contrastive",
+                 "certification", "hidden-cost", "semantic", "transfer", "visualization"]
 # pages outside the sections, in order (missing ones are skipped)
-TOP = ["index.md"]
+TOP = [{"Getting started": "index.md"}]
 PROJECT = ["architecture.md", "security.md", "about-docs.md"]
 
 
@@ -37,11 +39,11 @@ def _section(folder: str, order: list[str] | None = None, first: str = "index.md
 
 
 def build_nav() -> list:
-    nav: list = [p for p in TOP if _present(p)]
+    nav: list = [p for p in TOP if _present(next(iter(p.values())))]
     for title, folder, order in [
         ("Guides", "guides", GUIDE_ORDER),
         ("Notebooks", "notebooks", None),
-        ("Methods", "methods", None),
+        ("Methods", "methods", METHODS_ORDER),
         ("Reproductions", "reproductions", None),
         ("Benchmarks", "benchmarks", None),
     ]:

@@ -10,7 +10,7 @@
 # alone; report.py reads both layouts.
 # usage: SIGMA=0.25 NUM=100 ./experiments/cohen2019/certified-accuracy/run_certify.sh
 set -euo pipefail
-export ROBREP_DATA=${ROBREP_DATA:-/work/shared/data}
+export ROBREP_DATA=${ROBREP_DATA:-../shared/data}
 export OMP_NUM_THREADS=1
 SIGMA=${SIGMA:?set SIGMA}; NUM=${NUM:-100}; CHUNK=${CHUNK:-20}; N=${N:-10000}; DATASET=${DATASET:-mnist}
 MODELS=${MODELS:-artifacts/certification/models}; OUT=${OUT:-artifacts/certification/certify}

@@ -4,7 +4,7 @@
 # batch 128, 3 epochs, seed 0). WITH_STD=1 also trains a standard model with this recipe (the
 # reported hidden-cost run used the shared zoo model artifacts/zoo/mnist-std instead: 6 epochs).
 set -euo pipefail
-export ROBREP_DATA=${ROBREP_DATA:-/work/shared/data}
+export ROBREP_DATA=${ROBREP_DATA:-../shared/data}
 OUT=${OUT:-artifacts/certification/models}
 DATASET=${DATASET:-mnist}
 COMMON=(--dataset "$DATASET" --model small-cnn --epochs 3 --optimizer adam --lr 0.002 --batch-size 128 --seed 0 --eval-n 1000 --quiet)

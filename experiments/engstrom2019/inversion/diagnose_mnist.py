@@ -19,7 +19,7 @@ in the original, stroke = pixels > 0.5):
     ||R(x)|| for c in 0.1..0.5, and the first conv layer's response to constant images;
 (d) inversion from a black start clamp(N(0, 0.05^2), 0, 1) instead of the grey noise start.
 
-    ROBREP_DATA=/work/shared/data OMP_NUM_THREADS=1 nice -n 19 python experiments/engstrom2019/inversion/diagnose_mnist.py \
+    ROBREP_DATA=../shared/data OMP_NUM_THREADS=1 nice -n 19 python experiments/engstrom2019/inversion/diagnose_mnist.py \
         --zoo artifacts/zoo --n 50 --steps 300 --step-size 0.1 \
         --out artifacts/visualization/mnist/diagnose.json --figure docs/figures/visualization/mnist_diagnose.png
 

@@ -4,7 +4,7 @@ Quantitative inversion fidelity (relative representation error, image l2, SSIM; 
 t-intervals and paired robust - standard differences) over the first N test images, the
 brittleness demo, and image grids of every operation.
 
-    ROBREP_DATA=/work/shared/data nice -n 10 python experiments/engstrom2019/inversion/run.py \
+    ROBREP_DATA=../shared/data nice -n 10 python experiments/engstrom2019/inversion/run.py \
         --n 100 --steps 500 --step-size 0.1 --out artifacts/visualization --figures docs/figures/visualization
 
 Writes ``<out>/<dataset>/metrics.json`` (+ ``record.json``, PNGs) and, with ``--figures``, small

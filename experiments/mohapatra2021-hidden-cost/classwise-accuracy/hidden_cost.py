@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--root", default="artifacts/certification")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    os.environ.setdefault("ROBREP_DATA", "/work/shared/data")
+    os.environ.setdefault("ROBREP_DATA", "../shared/data")
 
     import robrep
     from robrep.certify.hidden_cost import hidden_cost

@@ -11,7 +11,7 @@ set -euo pipefail
 SRC=${SRC:-artifacts/transfer/sources-small}
 OUT=${OUT:-artifacts/transfer/sweep-small}
 SELF_FRACTION=${SELF_FRACTION:-0.1}
-export ROBREP_DATA=${ROBREP_DATA:-/work/shared/data} OMP_NUM_THREADS=1 ROBREP_PROGRESS=0
+export ROBREP_DATA=${ROBREP_DATA:-../shared/data} OMP_NUM_THREADS=1 ROBREP_PROGRESS=0
 SOURCES=()
 for name in ${NAMES:-linf-0 linf-0.05 linf-0.1 linf-0.2 l2-1 l2-2}; do
   if [ -f "$SRC/$name-s0/model.safetensors" ]; then SOURCES+=("$name=$SRC/$name-s0/model.safetensors"); fi

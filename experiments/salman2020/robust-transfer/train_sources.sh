@@ -14,7 +14,7 @@ ONLY=("$@")
 OUT=${OUT:-artifacts/transfer/sources}
 FRACTION=${FRACTION:-0.34}
 STEPS=${STEPS:-5}
-export ROBREP_DATA=${ROBREP_DATA:-/work/shared/data} OMP_NUM_THREADS=1 ROBREP_PROGRESS=0
+export ROBREP_DATA=${ROBREP_DATA:-../shared/data} OMP_NUM_THREADS=1 ROBREP_PROGRESS=0
 COMMON="--model small-cnn --dataset fashion-mnist --epochs 3 --train-fraction $FRACTION --eval-n 1000 --eval-steps 10 --seed $SEED --quiet --json"
 run() {  # name objective norm eps [extra]
   if [ ${#ONLY[@]} -gt 0 ] && [[ ! " ${ONLY[*]} " =~ " $1 " ]]; then return; fi
