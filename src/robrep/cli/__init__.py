@@ -21,7 +21,6 @@ COMMANDS = ["list_cmd", "train", "evaluate", "attack", "report", "demo", "visual
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
-
     from .examples import epilog
     from .formatting import HelpFormatter
 
