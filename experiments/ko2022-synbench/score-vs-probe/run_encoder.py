@@ -1,7 +1,7 @@
 """SynBench score of one encoder beside its measured linear-probe accuracy on real data.
 
 Writes artifacts/synbench/results/<name>.json (+ <name>.png). One encoder per process, so that
-several can run side by side; see run_all.sh for the exact commands used in
+several can run side by side; see run.sh for the exact commands used in
 docs/reproductions/ko2022-synbench-score-vs-probe.md.
 
     python experiments/ko2022-synbench/score-vs-probe/run_encoder.py --name fmnist-std \
