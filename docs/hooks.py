@@ -20,7 +20,7 @@ METHODS_ORDER = ["threat-models", "adversarial-training", "vulnerability", "synb
                  "certification", "hidden-cost", "semantic", "transfer", "visualization"]
 # pages outside the sections, in order (missing ones are skipped)
 TOP = [{"Getting started": "index.md"}]
-PROJECT = ["architecture.md", "security.md", "about-docs.md"]
+PROJECT = ["architecture.md", "security.md", "reliability.md", "about-docs.md"]
 
 
 def _present(rel: str) -> bool:
