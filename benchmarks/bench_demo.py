@@ -1,4 +1,4 @@
-"""Wall time of the main job, ``robrep demo`` (issue 9: <= 10 minutes on the project's 2-core CPU).
+"""Wall time of the main job, ``robrep demo`` (target: <= 10 minutes on the project's 2-core CPU).
 
     python benchmarks/bench_demo.py                 # the full demo, in a fresh process
     python benchmarks/bench_demo.py --fast          # the --fast variant used by the tests

@@ -4,7 +4,7 @@ each skipped with a printed reason when it is not importable or its API does not
 same model, batch and device, with interleaved repeats and median times.
 
     python benchmarks/bench_pgd.py                       # small-cnn 28x28 and ResNet-18 32x32, linf and l2
-    python benchmarks/bench_pgd.py --models small-cnn --norms linf --checkpoint artifacts/core/mnist-linf03/model.safetensors --dataset mnist
+    python benchmarks/bench_pgd.py --models small-cnn --norms linf --checkpoint artifacts/madry2018/mnist-linf03/llr1-10ep/model.safetensors --dataset mnist
     python benchmarks/bench_pgd.py --quick               # smoke test: tiny batches, one repeat
     python benchmarks/bench_pgd.py --device cuda --models resnet18 --batch 512 --amp bf16 --channels-last   # GPU
 
@@ -272,7 +272,7 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["small-cnn", "resnet18"], help="architectures (default: small-cnn resnet18)")
     p.add_argument("--norms", nargs="+", default=["linf", "l2"], choices=["linf", "l2"])
     p.add_argument("--shape", type=int, nargs=3, default=None, help="input shape of an architecture not in the defaults")
-    p.add_argument("--width", type=int, default=32, help="small-cnn width (32: the issue-2 acceptance model)")
+    p.add_argument("--width", type=int, default=32, help="small-cnn width (32: the MNIST linf-0.3 model of the reproductions)")
     p.add_argument("--batch", type=int, default=None, help="default: 256 at 28x28; 32 (CPU) or 512 (GPU) at 32x32")
     p.add_argument("--steps", type=int, default=None, help="PGD steps (default 10)")
     p.add_argument("--eps", type=float, default=None, help="one radius for every norm given (else --eps-linf / --eps-l2)")

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Every CPU benchmark, as recorded in docs/benchmarks.md. Run on an IDLE machine (load average
+# Every CPU benchmark, as recorded in docs/benchmarks/index.md. Run on an IDLE machine (load average
 # well under the core count; the scripts warn otherwise), from the repository root:
 #   bash benchmarks/run_cpu.sh [OUT_DIR]
-# Set CKPT to a trained MNIST model (default: the issue-2 acceptance model) and ROBREP_DATA to
+# Set CKPT to a trained MNIST model (default: the MNIST linf-0.3 model of the reproductions) and ROBREP_DATA to
 # the data folder; without the checkpoint the PGD tables use freshly initialised models.
 set -euo pipefail
 OUT=${1:-bench-out}
-CKPT=${CKPT:-artifacts/core/mnist-linf03/model.safetensors}
+CKPT=${CKPT:-artifacts/madry2018/mnist-linf03/llr1-10ep/model.safetensors}
 mkdir -p "$OUT"
 if [ -f "$CKPT" ]; then
   python benchmarks/bench_pgd.py --models small-cnn --checkpoint "$CKPT" --dataset mnist --norms linf l2 \

@@ -4,7 +4,7 @@
 #   CORE=0 bash benchmarks/run_cpu_core.sh [OUT_DIR]
 # The ResNet-18 tables of run_cpu.sh (3 repeats; REPEATS=5 for more) plus ResNet-18 under bf16 autocast
 # (on CPUs with AVX512-BF16/AMX), the training ratio and the certify/SynBench/vulnerability runtimes;
-# SMALL=1 adds the small-CNN PGD table (measured idle with two threads in docs/benchmarks.md).
+# SMALL=1 adds the small-CNN PGD table (measured idle with two threads in docs/benchmarks/index.md).
 set -euo pipefail
 OUT=${1:-bench-out-core}; CORE=${CORE:-0}
 export OMP_NUM_THREADS=1 MALLOC_MMAP_MAX_=${MALLOC_MMAP_MAX_:-0} MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-10000000000}

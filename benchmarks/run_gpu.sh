@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU benchmarks (issue 10, item 3): PGD-10 on ResNet-18, batch 512, bf16 autocast and fp32,
+# GPU benchmarks : PGD-10 on ResNet-18, batch 512, bf16 autocast and fp32,
 # against the plain loop and the peers; adversarial training vs (K+1) standard epochs.
 #   bash benchmarks/run_gpu.sh [OUT_DIR]
 set -euo pipefail

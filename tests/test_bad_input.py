@@ -1,4 +1,4 @@
-"""Bad input (issue 11): a table of bad inputs across the API and the CLI. Each must give a clear,
+"""Bad input: a table of bad inputs across the API and the CLI. Each must give a clear,
 one-line robrep error (CLI: ``robrep: error: ...`` on stderr, exit status 2, no traceback, no JSON
 on stdout) that names the problem, and must leave every existing good file untouched."""
 

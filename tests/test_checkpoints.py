@@ -1,4 +1,4 @@
-"""Universal safe checkpoint loader (issue 11): every format written here from an independent
+"""Universal safe checkpoint loader: every format written here from an independent
 reference model, loaded with robrep.load, must give the reference model's logits; normalization
 is read from the file (or the tool's implicit constants) and applied exactly once; nothing is
 unpickled without trust."""

@@ -1,4 +1,4 @@
-"""Faults (issue 11): a training run killed with SIGKILL and resumed ends with the same weights as
+"""Faults: a training run killed with SIGKILL and resumed ends with the same weights as
 an uninterrupted run; checkpoint writes are atomic (a failure or kill mid-write leaves the
 previous file intact and loadable)."""
 

@@ -1,6 +1,6 @@
 """First-order certificates (Mohapatra et al., NeurIPS 2020).
 
-References: the first-order L2 table of methods.md 5.3; a brute-force linear program over a
+References: the first-order L2 table of docs/methods/certification.md; a brute-force linear program over a
 2-D grid (scipy linprog) for the worst-case mass; half-space closed forms (exact smoothed
 probability, gradient phi(Phi^-1 p) u, exact L1/Linf radii margin/||u||_inf and margin/||u||_1).
 """
@@ -33,7 +33,7 @@ from robrep.certify.first_order import (
 )
 from robrep.certify.smoothing import image_generator
 
-TABLE = {  # p: (Cohen, m = 0, 0.25, 0.5, 0.75, 0.99 of phi(Phi^-1 p)) -- methods.md 5.3
+TABLE = {  # p: (Cohen, m = 0, 0.25, 0.5, 0.75, 0.99 of phi(Phi^-1 p)) -- docs/methods/certification.md
     0.70: (0.5244, 0.9818, 0.8219, 0.6962, 0.5980, 0.5266),
     0.90: (1.2816, 1.6436, 1.5265, 1.4292, 1.3474, 1.2836),
     0.99: (2.3263, 2.5758, 2.4954, 2.4289, 2.3729, 2.3279),
@@ -53,7 +53,7 @@ class HalfSpace(nn.Module):
 
 
 def test_subgaussian_constant() -> None:
-    # the authors' code: 0.25 + 3 / sqrt(8 pi e) = 0.6130 (methods.md 5.4 prints ~0.4920, which is not this value)
+    # the authors' code: 0.25 + 3 / sqrt(8 pi e) = 0.6130 (docs/methods/certification.md prints ~0.4920, which is not this value)
     assert SUBGAUSSIAN_C == pytest.approx(0.25 + 3 / math.sqrt(8 * math.pi * math.exp(1)), rel=1e-15)
     assert SUBGAUSSIAN_C == pytest.approx(0.61296, abs=1e-5)
 

@@ -1,4 +1,4 @@
-"""GPU-oriented options checked for equivalence on CPU (issue 10).
+"""GPU-oriented options checked for equivalence on CPU.
 
 - ``channels_last``: NHWC is a memory layout only; training gives the same weights and history.
 - ``amp``: bf16 autocast (CUDA and CPU) stays close to float32 training.

@@ -1,5 +1,5 @@
 """Tests of robrep.info: MI bounds, critics, worst-case MI, vulnerability, the Fano bound and the
-binary-sign Gaussian example (Zhu, Zhang & Evans, ICML 2020; methods.md section 1)."""
+binary-sign Gaussian example (Zhu, Zhang & Evans, ICML 2020; docs/methods/vulnerability.md)."""
 
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ def test_estimates_deterministic_under_seed() -> None:
 
 
 def test_invertible_linear_map_leaves_estimate_unchanged() -> None:
-    """I(X; A Z) = I(X; Z) for invertible A (methods.md 1.9.5): the intervals overlap."""
+    """I(X; A Z) = I(X; Z) for invertible A (docs/methods/vulnerability.md.5): the intervals overlap."""
     x, z = _gauss_rho(12000, 0.9, 2)
     kw = dict(estimator="dv", n_critics=3, steps=250, batch_size=128, lr=3e-3, seed=0,
               critic_kwargs={"hidden": 32, "embed": 16, "layers": 1})
@@ -177,7 +177,7 @@ def test_fano_properties() -> None:
         accuracy_bound(0.3, 1)
 
 
-TABLE_13 = [  # m/s, eps'/s, P(Z'=1), RV, Risk, AdvRisk, gap (methods.md 1.3)
+TABLE_13 = [  # m/s, eps'/s, P(Z'=1), RV, Risk, AdvRisk, gap (docs/methods/vulnerability.md)
     (1.0, 0.00, 0.5000, 0.0000, 0.1587, 0.1587, 0.0000),
     (1.0, 0.25, 0.5605, 0.0073, 0.1587, 0.2266, 0.0680),
     (1.0, 0.50, 0.6209, 0.0295, 0.1587, 0.3085, 0.1499),
@@ -316,7 +316,7 @@ def test_vector_critics_score_all_pairs(name: str) -> None:
 def test_high_mi_gaussian_d10(estimator: str) -> None:
     """Z = X + 0.5 N, d = 10: I = 5 log 5 = 8.0472 nats; DV / JSD-trained critics (concat MLP)
     converge to within 10 % below it. (The separable critic plateaus near 5.5-6 nats at this
-    budget; see docs/reproductions/vulnerability.md.)"""
+    budget; see docs/reproductions/zhu2020-vulnerability.md.)"""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(40_000, 10, generator=g)
     z = x + 0.5 * torch.randn(40_000, 10, generator=g)

@@ -1,5 +1,5 @@
 """Tests of the (worst-case) MI maximization objectives, the dim-encoder and the vulnerability CLI
-(Zhu, Zhang & Evans, ICML 2020; methods.md 1.6)."""
+(Zhu, Zhang & Evans, ICML 2020; docs/methods/vulnerability.md)."""
 
 from __future__ import annotations
 

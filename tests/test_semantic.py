@@ -1,6 +1,6 @@
 """Semantify-NN semantic perturbations: transforms, SP-layers, verification and attack.
 
-References are literal per-pixel loops of methods.md 7.2 (the official ``utils/attacks.py``
+References are literal per-pixel loops of docs/methods/semantic.md (the official ``utils/attacks.py``
 semantics), written in the reference's pixel convention [-0.5, 0.5].
 """
 
@@ -147,7 +147,7 @@ def test_transform_matches_literal_reference(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(REFS))
 def test_sp_layers_equal_reference_transform(name: str) -> None:
-    # methods.md 7.6 (1) / 9 (15): SP-layer(theta) = reference transform within 1e-6 on a theta grid
+    # docs/methods/semantic.md (1) / 9 (15): SP-layer(theta) = reference transform within 1e-6 on a theta grid
     ref, rng = REFS[name]
     x = _colour_images()
     ths = torch.linspace(-rng, rng, 241, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""SynBench (Ko et al., arXiv 2210.02989): closed forms, reference values (methods.md 3.7),
+"""SynBench (Ko et al., arXiv 2210.02989): closed forms, reference values (docs/methods/synbench.md),
 the closed-form robust Bayes direction against a numerical QCQP solution, encoder-level
 sanity checks (identity ~ 1, scale invariance, rank-reducing projection < 1), properties, CLI."""
 
@@ -36,7 +36,7 @@ from robrep.evaluate.synbench import (
 )
 from robrep.models import create_model, save_model
 
-SHAPE = (2, 4, 4)  # d = 32, the methods.md 3.7 encoder-level setting
+SHAPE = (2, 4, 4)  # d = 32, the docs/methods/synbench.md encoder-level setting
 
 
 @pytest.fixture(autouse=True)
@@ -219,7 +219,7 @@ def test_degenerate_representation_scores_zero():
     assert acc.tolist() == [0.0, 0.0] and bnd.tolist() == [0.0, 0.0]
 
 
-# ---------------------------------------------------------------- encoder level (methods.md 3.7 item 4)
+# ---------------------------------------------------------------- encoder level (docs/methods/synbench.md item 4)
 
 
 @pytest.fixture(scope="module")

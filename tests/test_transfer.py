@@ -1,4 +1,4 @@
-"""Transfer learning (Salman et al., NeurIPS 2020; methods.md section 8): freeze semantics,
+"""Transfer learning (Salman et al., NeurIPS 2020; docs/methods/transfer.md): freeze semantics,
 the paper's optimizer against a literal SGD, self-transfer, input adaptation, resumable sweeps."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _state(m: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Freeze semantics (methods.md 8.5 item 2).
+# Freeze semantics (docs/methods/transfer.md item 2).
 
 
 def test_fixed_changes_only_the_head_tv_resnet18_with_frozen_bn() -> None:

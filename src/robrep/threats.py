@@ -155,7 +155,7 @@ class L2Ball(ThreatModel):
         """A random direction at a radius uniform in [0, eps] (as torchattacks' PGDL2), not uniform
         in the ball's volume: in high dimension the latter puts every start at the surface
         (radius u^(1/d) eps), which measured weaker on an MNIST model (PGD-10, 3 restarts, eps 2:
-        84.5 % robust accuracy vs 83.5 % from this start; docs/benchmarks.md)."""
+        84.5 % robust accuracy vs 83.5 % from this start; docs/benchmarks/cpu-attacks.md)."""
         b = x.shape[0]
         g = _rand(tuple(x.shape), x, generator, "n")
         r = _rand((b,), x, generator, "u") * self.eps

@@ -59,7 +59,7 @@ class PixelMix(nn.Module):
         return torch.einsum("cjhw,njhw->nchw", self.weight, rho) + self.bias
 
 
-# hue: rows R, G, B over rho_0..rho_12 (methods.md 7.3) and the constant term (times C)
+# hue: rows R, G, B over rho_0..rho_12 (docs/methods/semantic.md) and the constant term (times C)
 _HUE_K = torch.zeros(3, 13)
 for _i in (1, 5, 7, 11):
     _HUE_K[0, _i] = 1.0

@@ -21,12 +21,18 @@ COMMANDS = ["list_cmd", "train", "evaluate", "attack", "report", "demo", "visual
 
 def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
+    from .examples import epilog
+    from .formatting import HelpFormatter
 
-    p = argparse.ArgumentParser(prog="robrep", description="Adversarially robust representations: learn, measure, see.")
+    p = argparse.ArgumentParser(prog="robrep", description="Adversarially robust representations: learn, measure, see.",
+                                formatter_class=HelpFormatter)
     p.add_argument("--version", action="version", version=f"robrep {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f".{name}", __name__).register(sub)
+    for name, sp in sub.choices.items():  # one help style for every command: defaults shown, examples kept
+        sp.formatter_class = HelpFormatter
+        sp.epilog = sp.epilog or epilog(name)
     return p
 
 

@@ -79,7 +79,7 @@ def _eig(cov: torch.Tensor, eig_tol: float) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def robust_bayes_direction(mu: torch.Tensor, cov: torch.Tensor, eps: float, eig_tol: float = 1e-6) -> torch.Tensor:
-    """The eps-robust Bayes-optimal linear direction of ``N(+-mu, cov)`` (Ko et al., methods.md 3.4).
+    """The eps-robust Bayes-optimal linear direction of ``N(+-mu, cov)`` (Ko et al., docs/methods/synbench.md).
 
     ``w = F D^-1 (mu~ - z*)`` with ``z* = argmin_{||z|| <= eps ||mu~||} (mu~ - z)^T D^-1 (mu~ - z)``
     and ``mu~ = F^T mu`` in the eigenbasis ``cov = F D F^T`` restricted to eigenvalues above

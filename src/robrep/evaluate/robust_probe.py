@@ -77,7 +77,7 @@ def robust_linear_probe(
     layer: str = "penultimate",
     **probe_kwargs: Any,
 ) -> RobustProbeResult:
-    """eps-robust linear probing informed by SynBench (Ko et al., methods.md 3.5; [MEMORY] there).
+    """eps-robust linear probing informed by SynBench (Ko et al., docs/methods/synbench.md).
 
     Pick ``eps* = argmax_eps SynBench(eps, threshold)`` (or the given ``eps``), turn it into a
     pixel-space radius ``eps* x reference_radius`` (SynBench's radius is relative to ``||mu||``;

@@ -2,7 +2,7 @@
 
 Ko, Chen, Mohapatra, Das, Daniel, *SynBench: Task-Agnostic Benchmarking of Pretrained
 Representations using Synthetic Data* (arXiv 2210.02989); the arithmetic follows the official
-code (IBM/synbench ``evaluate_synbench.py``), see ``docs/methods.md`` section 3.
+code (IBM/synbench ``evaluate_synbench.py``), see ``docs/methods/synbench.md``.
 
 Protocol, for each scale ``s`` in 0.1, 0.2, ..., 4.9:
 
@@ -25,7 +25,7 @@ robrep only checks the [0,1] range at API entry points, so encoders run on them 
 outside [0,1]); the raw reference is then no longer that data's optimum, so such scores are not
 comparable with the paper's.
 
-**The robust classifier in closed form** (methods.md 3.4, derived): with the eigenbasis
+**The robust classifier in closed form** (docs/methods/synbench.md, derived): with the eigenbasis
 ``Sigma = F diag(d) F^T`` (eigenvalues below ``eig_tol`` dropped: a pseudo-inverse), the minimizer
 of ``(mu - z)^T D^-1 (mu - z)`` over ``||z||_2 <= eps ||mu||_2`` is ``z* = gamma mu / (gamma + d)``,
 so ``w = D^-1 (mu - z*)`` is proportional to ``(D + gamma I)^-1 mu``, with ``gamma >= 0`` the root
@@ -120,7 +120,7 @@ def bound_correct(a: torch.Tensor | float) -> torch.Tensor:
 
 def gaussian_robust_accuracy(s: torch.Tensor | float, eps: torch.Tensor | float) -> torch.Tensor:
     """Robust accuracy ``Phi(s - eps)`` of the Bayes classifier of ``N(+-mu, I)``, ``||mu|| = s``,
-    under an l2 attack of absolute radius ``eps`` (methods.md 3.3; SynBench's relative radius
+    under an l2 attack of absolute radius ``eps`` (docs/methods/synbench.md; SynBench's relative radius
     ``eps ||mu||`` gives ``Phi(s (1 - eps))``)."""
     return torch.special.ndtr(_as64(s) - _as64(eps))
 

@@ -1,7 +1,7 @@
 """Closed forms: the Fano bound on downstream adversarial accuracy, and the binary-sign Gaussian
 example with exact MI.
 
-Zhu, Zhang & Evans, ICML 2020 (methods.md 1.2 and 1.3). All functions are pure; MI in nats.
+Zhu, Zhang & Evans, ICML 2020 (docs/methods/vulnerability.md). All functions are pure; MI in nats.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ __all__ = ["SignGaussianCase", "accuracy_bound", "binary_entropy", "exact_sign_m
 def accuracy_bound(mi_worst: float, num_classes: int, label_entropy: float | None = None) -> float:
     """Upper bound on the adversarial accuracy of *any* classifier on a representation.
 
-    Fano's inequality on the Markov chain Y -> X' -> g(X') -> f(g(X')) (methods.md 1.2):
+    Fano's inequality on the Markov chain Y -> X' -> g(X') -> f(g(X')) (docs/methods/vulnerability.md):
     ``P_err >= (H(Y) - I_worst - log 2) / log |Y|``, so
     ``adv. accuracy <= 1 - (H(Y) - I_worst - log 2) / log |Y|``, which for uniform labels
     (H(Y) = log |Y|) is ``(I_worst + log 2) / log |Y|``. Clipped to [0, 1].
@@ -64,7 +64,7 @@ def exact_sign_mi(u: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class SignGaussianCase:
-    """The binary-sign Gaussian example (methods.md 1.3), all in closed form.
+    """The binary-sign Gaussian example (docs/methods/vulnerability.md), all in closed form.
 
     Attributes:
         m_over_s: separation m / s with m = w^T theta, s = sigma ||w||_2.
@@ -89,7 +89,7 @@ class SignGaussianCase:
 
 
 def sign_gaussian_case(m_over_s: float, eps_over_s: float) -> SignGaussianCase:
-    """Closed forms of methods.md 1.3 for X | Y ~ N(Y theta, sigma^2 I), g(x) = sign(w^T x).
+    """Closed forms of docs/methods/vulnerability.md for X | Y ~ N(Y theta, sigma^2 I), g(x) = sign(w^T x).
 
     ``P(Z'=1) = F(eps') = Phi((eps'-m)/s)/2 + Phi((eps'+m)/s)/2`` (every U in [-eps', 0] is pushed
     across zero), ``RV = log 2 - h_b(F)``, ``Risk = Phi(-m/s)``, ``AdvRisk = Phi((eps'-m)/s)``.

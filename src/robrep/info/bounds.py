@@ -1,7 +1,7 @@
 """Variational lower bounds on mutual information computed from a critic's score matrix.
 
 Zhu, Zhang & Evans, *Learning Adversarially Robust Representations via Worst-Case Mutual
-Information Maximization*, ICML 2020 (methods.md 1.4), after Belghazi et al. 2018 (MINE / DV),
+Information Maximization*, ICML 2020 (docs/methods/vulnerability.md), after Belghazi et al. 2018 (MINE / DV),
 Hjelm et al. 2019 (Deep InfoMax, JSD) and van den Oord et al. 2018 (InfoNCE).
 
 All functions are pure. ``scores`` has shape (L, N, N) or (N, N) (L = 1): ``scores[l, i, j]``

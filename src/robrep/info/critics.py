@@ -4,7 +4,7 @@ A critic maps a batch of inputs x (N, ...) and representations z (N, D) to the s
 (L, N, N), ``scores[l, i, j] = T_l(x_i, z_j)``; every critic here is *separable* (a dot product
 of an x-embedding and a z-embedding), so all N^2 pairs cost one matrix product.
 
-* ``dim``: the critic of Zhu, Zhang & Evans (ICML 2020, methods.md 1.4), the Deep InfoMax
+* ``dim``: the critic of Zhu, Zhang & Evans (ICML 2020, docs/methods/vulnerability.md), the Deep InfoMax
   "local" critic (Hjelm et al. 2019): a conv branch on the image gives one K-vector per
   spatial location, a 1x1 residual block on z gives one K-vector, the score is their dot
   product (L = number of locations).

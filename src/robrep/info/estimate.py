@@ -2,7 +2,7 @@
 representation vulnerability.
 
 Zhu, Zhang & Evans, *Learning Adversarially Robust Representations via Worst-Case Mutual
-Information Maximization*, ICML 2020 (methods.md 1.1, 1.4, 1.5):
+Information Maximization*, ICML 2020 (docs/methods/vulnerability.md):
 
 * clean MI: a critic is trained to maximise a variational bound on (x, R(x)) batches and the
   bound is read on held-out batches;
@@ -103,7 +103,7 @@ class MIEstimate:
 
 @dataclass(frozen=True)
 class VulnerabilityResult:
-    """Representation vulnerability of one layer at one threat model (methods.md 1.1-1.2).
+    """Representation vulnerability of one layer at one threat model (docs/methods/vulnerability.md).
 
     Attributes:
         layer: representation name.
@@ -168,7 +168,7 @@ def batch_pgd(
     random_start: bool = False,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, float]:
-    """Jointly perturb a whole batch to *minimise* a batch-level scalar (methods.md 1.5).
+    """Jointly perturb a whole batch to *minimise* a batch-level scalar (docs/methods/vulnerability.md).
 
     Each step is a steepest-descent step of the threat's norm on ``objective(x_adv)`` followed by
     projection onto the eps-ball around ``x`` and the [0,1] box. Unlike per-example PGD, the
@@ -352,7 +352,7 @@ def estimate_mi(
 ) -> MIEstimate:
     """I(X; R(X)) (``threat=None``) or the worst-case I(X'; R(X')) over ``threat``.
 
-    Zhu et al. 2020, methods.md 1.4-1.5. ``rep`` is frozen (eval mode, no parameter gradients).
+    Zhu et al. 2020, docs/methods/vulnerability.md. ``rep`` is frozen (eval mode, no parameter gradients).
 
     Args:
         rep: any module mapping inputs x (N, ...) in [0,1] to (N, D) representations, e.g.
@@ -437,10 +437,10 @@ def vulnerability(
 ) -> VulnerabilityResult:
     """Representation vulnerability RV = I(X; R(X)) - inf_{W_inf <= eps} I(X'; R(X')).
 
-    Zhu et al. 2020 (methods.md 1.1, 1.5): clean and worst-case MI are estimated with
+    Zhu et al. 2020 (docs/methods/vulnerability.md): clean and worst-case MI are estimated with
     independent critics (different seeds, so eps = 0 gives RV = 0 only up to estimator noise);
     the interval of RV is a Student t over the critic pairs. The bound on the adversarial
-    accuracy of any downstream classifier is the Fano form (methods.md 1.2).
+    accuracy of any downstream classifier is the Fano form (docs/methods/vulnerability.md).
 
     Args:
         rep, x: as in :func:`estimate_mi`.

@@ -1,7 +1,7 @@
 """Unsupervised encoders: RobrepModels whose output *is* the representation.
 
 ``dim-encoder``: the Deep InfoMax ``basic_encoder`` used by Zhu, Zhang & Evans (ICML 2020,
-methods.md 1.6): three 4x4 stride-2 convs (64-128-256) with BN+ReLU, FC 1024 + BN + ReLU,
+docs/methods/vulnerability.md): three 4x4 stride-2 convs (64-128-256) with BN+ReLU, FC 1024 + BN + ReLU,
 FC to a 64-d representation (the final ``nn.Linear`` is named ``fc``, as for every robrep net).
 """
 

@@ -18,7 +18,7 @@ transforms (strip ``module.``/``model.``/``1.`` prefixes, MadryLab CIFAR ``linea
 RobustBench WideResNet ``blockK.layer.I`` -> ``blocks.J``) and keeping the one whose names and
 shapes match the architecture exactly; nothing is loaded partially.
 
-Formats (see ``docs/security.md`` and ``/work/shared/docs/anchors.md``):
+Formats (see ``docs/security.md``):
 
 * **madry**: ``{model | state_dict, optimizer, schedule, epoch, ...}`` with keys
   ``module.normalizer.new_mean`` [3,1,1], ``module.model.<arch>`` (``module.model.model.`` for

@@ -105,7 +105,7 @@ def nca_log_loss(anchors: torch.Tensor, bank: torch.Tensor, positives: torch.Ten
                  temperature: float = 0.5, similarity: str = "cosine", reduction: str = "mean") -> torch.Tensor:
     """Multi-positive NCA-log loss ``-log sum_{j in P(i)} p(a_i -> v_j)`` ("sum inside the log").
 
-    [RECONSTRUCTED] loss (1) of Ko et al. (ICML 2022), methods.md 4.3. With one positive per
+    [RECONSTRUCTED] loss (1) of Ko et al. (ICML 2022), docs/methods/contrastive.md. With one positive per
     anchor and cosine similarity it equals NT-Xent / InfoNCE (Chen et al. 2020). Computed as
     ``logsumexp(logits over positives) - logsumexp(logits over candidates)`` (stable).
 
@@ -131,7 +131,7 @@ def nca_accuracy_loss(anchors: torch.Tensor, bank: torch.Tensor, positives: torc
                       temperature: float = 0.5, similarity: str = "cosine", reduction: str = "mean") -> torch.Tensor:
     """NCA expected-accuracy loss (no log) ``-sum_{j in P(i)} p(a_i -> v_j)``.
 
-    [RECONSTRUCTED] loss (2) of Ko et al. (ICML 2022), methods.md 4.3: minus the probability
+    [RECONSTRUCTED] loss (2) of Ko et al. (ICML 2022), docs/methods/contrastive.md: minus the probability
     that a stochastic 1-NN classifier over instance identities classifies the anchor correctly
     (Goldberger et al.'s original NCA objective). Bounded, so hard or noisy positives weigh less
     than in the log loss.

@@ -1,7 +1,7 @@
 """Unsupervised representation learning by (worst-case) mutual-information maximization.
 
 Zhu, Zhang & Evans, *Learning Adversarially Robust Representations via Worst-Case Mutual
-Information Maximization*, ICML 2020 (methods.md 1.6):
+Information Maximization*, ICML 2020 (docs/methods/vulnerability.md):
 
     max_g  I(X; g(X)) - beta * RV_eps(g),   RV_eps = I(X; g(X)) - inf_{W_inf(mu', mu) <= eps} I(X'; g(X'))
 

@@ -2,7 +2,7 @@
 
 Salman, Ilyas, Engstrom, Kapoor, Madry, *Do Adversarially Robust ImageNet Models Transfer
 Better?* (NeurIPS 2020, arXiv 2007.08489), protocol of their ``microsoft/robust-models-transfer``
-code (methods.md section 8.2):
+code (docs/methods/transfer.md):
 
 * the source classifier's final ``nn.Linear`` is replaced by a new head ``Linear(feat_dim, C)``
   (optionally preceded by ``additional_hidden`` x [Linear(feat, feat) + ReLU], the code's
@@ -229,7 +229,7 @@ def transfer(
 ) -> TransferResult:
     """Transfer ``source`` to a target task and measure natural and adversarial accuracy.
 
-    Salman et al. (NeurIPS 2020), section 8.2 of methods.md: replace the final linear layer by a
+    Salman et al. (NeurIPS 2020), docs/methods/transfer.md: replace the final linear layer by a
     new head for the target's classes, then train the head (``mode="fixed"``) or the whole network
     (``mode="full"``) with SGD (momentum 0.9, wd 5e-4, lr x0.1 every third of training).
 

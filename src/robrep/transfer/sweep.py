@@ -1,6 +1,6 @@
 """Transfer sweeps: every source (an eps grid) x target x training fraction x mode x seed.
 
-The accuracy-vs-eps experiment of Salman et al. (NeurIPS 2020, methods.md 8.3): source models
+The accuracy-vs-eps experiment of Salman et al. (NeurIPS 2020, docs/methods/transfer.md): source models
 adversarially trained at several eps (including eps = 0) are transferred to target tasks with
 fixed-feature and full-network fine-tuning; the table reports, per cell, the mean and spread over
 seeds, and whether some eps > 0 beats eps = 0.

@@ -35,7 +35,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class FeatureVisualization:
-    """Inputs maximizing single components (methods.md 2.3, direct feature visualization).
+    """Inputs maximizing single components (docs/methods/visualization.md, direct feature visualization).
 
     Attributes:
         components: (K,) component indices.
@@ -76,7 +76,7 @@ def visualize_features(
     generator: torch.Generator | None = None,
 ) -> FeatureVisualization:
     """Maximise ``R(x)_i`` for each component ``i`` (untargeted l2 PGD; Engstrom et al. 2019,
-    "Feature visualization"; methods.md 2.3).
+    "Feature visualization"; docs/methods/visualization.md).
 
     Args:
         model: RobrepModel (read at ``layer``) or any module mapping images to features.
@@ -142,7 +142,7 @@ def top_activating(
     layer: str = "penultimate",
     batch_size: int = 500,
 ) -> TopImages:
-    """Top-k and bottom-k images of ``images`` ranked by ``R(x)_component`` (methods.md 2.3,
+    """Top-k and bottom-k images of ``images`` ranked by ``R(x)_component`` (docs/methods/visualization.md,
     "maximizing inputs" plus top-5 / bottom-5 test images). Ties keep the lower index first.
 
     Args:
@@ -172,7 +172,7 @@ def top_activating(
 
 @dataclass(frozen=True)
 class FeatureAdditionResult:
-    """Feature addition (methods.md 2.3): one component of real images pushed up to a target.
+    """Feature addition (docs/methods/visualization.md): one component of real images pushed up to a target.
 
     Attributes:
         x: (B, C, H, W) manipulated images in [0, 1].
@@ -205,7 +205,7 @@ def add_feature(
     fake_relu: bool = False,
 ) -> FeatureAdditionResult:
     """Maximise ``min(R(x)_i - target, 0)`` from real images (Engstrom et al. 2019, "Feature
-    manipulation"; methods.md 2.3): the push stops once the activation reaches the target.
+    manipulation"; docs/methods/visualization.md): the push stops once the activation reaches the target.
 
     Args:
         model: RobrepModel or feature module.
@@ -237,7 +237,7 @@ def add_feature(
 @dataclass(frozen=True)
 class MisclassificationInsight:
     """Why a prediction is what it is, as for a linear classifier on ``R(x)`` (Engstrom et al.
-    2019, "Insight into model predictions"; procedure reconstructed, methods.md 2.4).
+    2019, "Insight into model predictions"; procedure reconstructed, docs/methods/visualization.md).
 
     Attributes:
         label: (B,) true labels.

@@ -1,6 +1,6 @@
 """Image-fidelity metrics for inversions: SSIM (Wang et al. 2004), l2, and intervals of means.
 
-Engstrom et al. (2019) show inversions qualitatively; methods.md 2.6 suggests the relative
+Engstrom et al. (2019) show inversions qualitatively; docs/methods/visualization.md suggests the relative
 representation error and an image-space distance. These functions make the comparison
 quantitative.
 """

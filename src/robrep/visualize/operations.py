@@ -1,11 +1,11 @@
-"""Robust representations made visible (Engstrom et al. 2019, arXiv 1906.00945, methods.md 2):
+"""Robust representations made visible (Engstrom et al. 2019, arXiv 1906.00945, docs/methods/visualization.md):
 inversion, brittleness and interpolation (matching whole representations); the shared losses
 and starts. Single components (feature visualization, feature addition, misclassification
 insight) are in :mod:`robrep.visualize.features`.
 
 Every operation is input-space optimization with :func:`~robrep.visualize.optimize.optimize_inputs`
 (normalized l2 steps, [0,1] box, l2 ball of radius ``eps`` around the start). The library
-defaults are the notebooks' settings (methods.md 2.3, RestrictedImageNet ResNet-50); scale
+defaults are the notebooks' settings (docs/methods/visualization.md, RestrictedImageNet ResNet-50); scale
 ``steps`` and ``step_size`` to small images and CPUs.
 
 Each function takes a :class:`~robrep.models.RobrepModel` (any robrep / torchvision / timm net,
@@ -43,7 +43,7 @@ Start = str | torch.Tensor
 
 
 def inversion_loss(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Relative representation error ``||z - r||_2 / ||r||_2`` per example (methods.md 2.3).
+    """Relative representation error ``||z - r||_2 / ||r||_2`` per example (docs/methods/visualization.md).
 
     Args:
         z: (B, D) representations.
@@ -59,7 +59,7 @@ def inversion_loss(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def feature_addition_loss(z_i: torch.Tensor, target: float) -> torch.Tensor:
     """``min(z_i - target, 0)`` (to be maximised): zero, with zero gradient, once the activation
-    reaches ``target`` (methods.md 2.3, feature addition; the notebook uses target 1).
+    reaches ``target`` (docs/methods/visualization.md, feature addition; the notebook uses target 1).
 
     Args:
         z_i: (B,) activations of one component.
@@ -88,7 +88,7 @@ def start_images(start: Start, like: torch.Tensor, generator: torch.Generator | 
 
 @dataclass(frozen=True)
 class InversionResult:
-    """Representation inversion (methods.md 2.3).
+    """Representation inversion (docs/methods/visualization.md).
 
     Attributes:
         x: (B, C, H, W) inverted images in [0, 1].
@@ -143,7 +143,7 @@ def invert(
     generator: torch.Generator | None = None,
 ) -> InversionResult:
     """Representation inversion: ``argmin_x ||R(x) - R(x_t)||_2 / ||R(x_t)||_2`` over [0,1]
-    images (Engstrom et al. 2019, Sec. "Inverting representations"; methods.md 2.3).
+    images (Engstrom et al. 2019, Sec. "Inverting representations"; docs/methods/visualization.md).
 
     Args:
         model: RobrepModel (read at ``layer``) or any module mapping images to features.
@@ -241,7 +241,7 @@ def brittleness(
 
 @dataclass(frozen=True)
 class InterpolationResult:
-    """Inversions of interpolated representations (methods.md 2.3).
+    """Inversions of interpolated representations (docs/methods/visualization.md).
 
     Attributes:
         lambdas: (n,) the weights ``lambda_j = j / (n - 1)``.
@@ -269,7 +269,7 @@ def interpolate(
     fake_relu: bool = False,
 ) -> InterpolationResult:
     """Invert ``r_lambda = (1 - lambda) R(x1) + lambda R(x2)``, ``lambda = j / (n - 1)``, each
-    from the pixel interpolation (Engstrom et al. 2019, "Input interpolation"; methods.md 2.3).
+    from the pixel interpolation (Engstrom et al. 2019, "Input interpolation"; docs/methods/visualization.md).
 
     Args:
         model: RobrepModel or feature module.

@@ -1,7 +1,7 @@
 """The input-space optimizer of Engstrom et al. (2019): l2 steps along the normalized gradient.
 
 This is MadryLab ``robustness``' ``L2Step`` as used by the ``robust_representations`` notebooks
-(methods.md 2.2), i.e. untargeted or targeted PGD in the l2 ball without random start, run by
+(docs/methods/visualization.md), i.e. untargeted or targeted PGD in the l2 ball without random start, run by
 :func:`robrep.attacks.pgd` with the objective as its loss::
 
     g_k     = grad_x [ m * loss(x_k) ]          m = -1 if targeted (minimise), +1 otherwise
@@ -15,7 +15,7 @@ best-loss iterate per example. A zero gradient gives a zero step (a saturated lo
 
 Also here: the straight-through ("fake") ReLU of the paper, for any model, through a
 ``TorchFunctionMode`` that makes the *last ReLU evaluated before the representation is read*
-pass gradients as the identity (methods.md 2.2, ``fake_relu=True``).
+pass gradients as the identity (docs/methods/visualization.md, ``fake_relu=True``).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def optimize_inputs(
 ) -> OptimizationResult:
     """Minimise (``targeted``) or maximise a per-example objective over inputs in [0, 1].
 
-    Engstrom et al. (2019), methods.md 2.2: normalized-gradient l2 steps of length exactly
+    Engstrom et al. (2019), docs/methods/visualization.md: normalized-gradient l2 steps of length exactly
     ``step_size`` before projection onto the l2 ball of radius ``eps`` around the start and
     onto the [0, 1] box (:func:`robrep.attacks.pgd` with the objective as its loss).
 
@@ -144,7 +144,7 @@ class _PerExample(nn.Module):
 
 def noise_seed(shape: tuple[int, ...] | torch.Size, *, generator: torch.Generator | None = None,
                device: torch.device | str | None = None, std: float = PAPER_NOISE_STD) -> torch.Tensor:
-    """The paper's noise start ``0.5 + N(0, std^2)`` per pixel, *not* clipped (methods.md 2.3).
+    """The paper's noise start ``0.5 + N(0, std^2)`` per pixel, *not* clipped (docs/methods/visualization.md).
 
     Args:
         shape: (N, C, H, W).
@@ -205,7 +205,7 @@ class _ReluMode(TorchFunctionMode):
 
 class FakeReLU(nn.Module):
     """Wrap a representation map so that its last ReLU is straight-through (Engstrom et al.
-    2019, ``fake_relu=True``; methods.md 2.2).
+    2019, ``fake_relu=True``; docs/methods/visualization.md).
 
     The forward value is unchanged. In the backward pass, the last ReLU evaluated before the
     representation is read (for ``penultimate`` of robrep nets and ResNets: the ReLU before the

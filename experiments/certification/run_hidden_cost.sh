@@ -1,5 +1,0 @@
-#!/usr/bin/env bash
-# Runs the hidden-cost experiment (all four models).
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-OMP_NUM_THREADS=1 nice -n 10 python experiments/certification/hidden_cost.py --num "${NUM:-300}" --n "${N:-32}"

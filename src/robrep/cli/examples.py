@@ -1,0 +1,119 @@
+"""Worked examples shown at the end of each command's ``--help`` (and in the CLI reference).
+
+One entry per command: two or three command lines a newcomer can copy. ``tests/test_docs.py``
+parses every line with the real parser, so an example cannot name an option that does not
+exist. A command whose module sets its own ``epilog`` keeps it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EXAMPLES", "epilog"]
+
+# checkpoints in these examples are the ones `robrep train ... --out runs/NAME` writes
+EXAMPLES: dict[str, list[tuple[str, str]]] = {
+    "list": [
+        ("everything that can be named on the command line", "robrep list"),
+        ("only the attacks, as JSON", "robrep list attacks --json"),
+    ],
+    "train": [
+        ("a PGD-trained small CNN on the bundled data (a minute on a laptop CPU)",
+         "robrep train --dataset demo --model small-cnn --objective pgd --eps 0.1 --epochs 2 --out runs/demo-pgd"),
+        ("Madry et al.'s MNIST recipe at eps 0.3 (ROBREP_DATA must hold MNIST/raw)",
+         "robrep train --dataset mnist --model small-cnn --objective pgd --eps 0.3 --epochs 10 --out runs/mnist-pgd"),
+        ("continue an interrupted run where it stopped", "robrep train --dataset mnist --model small-cnn --objective pgd --eps 0.3 --epochs 10 --out runs/mnist-pgd --resume"),
+    ],
+    "eval": [
+        ("clean and PGD robust accuracy of a checkpoint", "robrep eval --checkpoint runs/demo-pgd/model.safetensors --eps 0.1 --n 500"),
+        ("APGD-CE then APGD-DLR on all test images, in saved chunks (rerun to continue)",
+         "robrep eval --checkpoint runs/mnist-pgd/model.safetensors --attack apgd --eps 0.3 --out runs/mnist-pgd/eval-apgd --resume"),
+        ("an l2 threat, JSON on the last line", "robrep eval --checkpoint runs/demo-pgd/model.safetensors --norm l2 --eps 1.0 --json"),
+    ],
+    "attack": [
+        ("16 adversarial examples and a clean/adversarial/perturbation grid",
+         "robrep attack --checkpoint runs/demo-pgd/model.safetensors --eps 0.1 --n 16 --out runs/demo-pgd/attack"),
+        ("the same with APGD", "robrep attack --checkpoint runs/demo-pgd/model.safetensors --attack apgd --eps 0.1 --out runs/demo-pgd/attack-apgd"),
+    ],
+    "report": [
+        ("one report comparing two runs", "robrep report runs/demo-std runs/demo-pgd --out report.html"),
+        ("with a title", "robrep report runs/* --title 'MNIST, linf 0.3' --out runs/report.html"),
+    ],
+    "demo": [
+        ("the full demo: two encoders trained, measured and shown in robrep-demo/report.html", "robrep demo"),
+        ("a much smaller run, for a quick check", "robrep demo --fast --out /tmp/robrep-demo"),
+    ],
+    "invert": [
+        ("invert the penultimate layer of 8 test images from noise",
+         "robrep invert --checkpoint runs/demo-pgd/model.safetensors --n 8 --steps 500 --out runs/demo-pgd/invert"),
+        ("start from other test images and keep the best iterate", "robrep invert --checkpoint runs/demo-pgd/model.safetensors --start other --use-best --steps 500"),
+    ],
+    "visualize": [
+        ("inputs that maximize components 0-3, and the test images that activate them most",
+         "robrep visualize --checkpoint runs/demo-pgd/model.safetensors --components 0,1,2,3 --out runs/demo-pgd/visualize"),
+        ("fewer steps and a smaller search", "robrep visualize --checkpoint runs/demo-pgd/model.safetensors --steps 50 --search-n 200"),
+    ],
+    "add-feature": [
+        ("push component 7 of 8 test images up to the largest activation seen on test data",
+         "robrep add-feature --checkpoint runs/demo-pgd/model.safetensors --component 7 --out runs/demo-pgd/add-feature"),
+        ("to an explicit target activation", "robrep add-feature --checkpoint runs/demo-pgd/model.safetensors --component 7 --target 5.0 --steps 200"),
+    ],
+    "interpolate": [
+        ("invert 10 interpolations between pairs of test images",
+         "robrep interpolate --checkpoint runs/demo-pgd/model.safetensors --n 4 --points 10 --steps 500 --out runs/demo-pgd/interpolate"),
+        ("fewer points, fewer steps", "robrep interpolate --checkpoint runs/demo-pgd/model.safetensors --points 5 --steps 200"),
+    ],
+    "explain": [
+        ("components behind each misclassification, and the input pushed along them",
+         "robrep explain --checkpoint runs/demo-pgd/model.safetensors --n 8 --out runs/demo-pgd/explain"),
+        ("the top 5 components", "robrep explain --checkpoint runs/demo-pgd/model.safetensors --k 5 --steps 100"),
+    ],
+    "saliency": [
+        ("input-gradient and SmoothGrad maps of 8 test images",
+         "robrep saliency --checkpoint runs/demo-pgd/model.safetensors --n 8 --out runs/demo-pgd/saliency"),
+        ("SmoothGrad with more samples and less noise", "robrep saliency --checkpoint runs/demo-pgd/model.safetensors --samples 100 --noise-level 0.1"),
+    ],
+    "certify": [
+        ("Cohen et al.'s certificate of a noise-trained model, first 100 test images",
+         "robrep certify --checkpoint runs/demo-noise/model.safetensors --sigma 0.25 --num 100 --n 1000 --out runs/demo-noise/certify"),
+        ("first-order certificates (l2, l1, linf radii), resumable in chunks",
+         "robrep certify --checkpoint runs/demo-noise/model.safetensors --sigma 0.25 --order 1 --num 500 --out runs/cert-o1 --resume"),
+    ],
+    "transfer": [
+        ("fixed-feature transfer (linear probe) of a source model to MNIST",
+         "robrep transfer --checkpoint runs/demo-pgd/model.safetensors --target mnist --epochs 2 --out runs/transfer-mnist"),
+        ("full fine-tuning on 10 % of the target, with adversarial accuracy at linf 0.1",
+         "robrep transfer --checkpoint runs/demo-pgd/model.safetensors --target mnist --mode full --target-fraction 0.1 --eval-eps 0.1"),
+    ],
+    "transfer-sweep": [
+        ("every source to every target in both modes, 3 seeds (resumable: rerun to continue)",
+         "robrep transfer-sweep --sources runs/demo-std/model.safetensors runs/demo-pgd/model.safetensors --targets mnist --out runs/sweep"),
+        ("one seed, fixed-feature only", "robrep transfer-sweep --sources runs/demo-pgd/model.safetensors --targets mnist --modes fixed --seeds 0 --epochs 2"),
+    ],
+    "vulnerability": [
+        ("vulnerability of the penultimate layer at linf 0.1 and the accuracy bound",
+         "robrep vulnerability --checkpoint runs/demo-pgd/model.safetensors --eps 0.1 --out runs/demo-pgd/vulnerability"),
+        ("a quick, smaller estimate", "robrep vulnerability --checkpoint runs/demo-pgd/model.safetensors --eps 0.1 --n 500 --steps 100"),
+    ],
+    "synbench": [
+        ("the SynBench score of the penultimate layer",
+         "robrep synbench --checkpoint runs/demo-pgd/model.safetensors --out runs/demo-pgd/synbench"),
+        ("smaller synthetic sets, then an eps-robust linear probe on the real data",
+         "robrep synbench --checkpoint runs/demo-pgd/model.safetensors --n-train 512 --n-test 512 --probe --dataset demo"),
+    ],
+    "semantic": [
+        ("the smallest brightness change that flips each of 20 test images (attack only)",
+         "robrep semantic --checkpoint runs/demo-pgd/model.safetensors --transform brightness --n 20"),
+        ("attack and verify rotations up to 10 degrees",
+         "robrep semantic --checkpoint runs/demo-pgd/model.safetensors --transform rotation --eps 10 --n 20 --verify --out runs/demo-pgd/semantic"),
+    ],
+}
+
+
+def epilog(command: str) -> str | None:
+    """The examples of ``command`` as an epilog text, or ``None`` if it has none."""
+    rows = EXAMPLES.get(command)
+    if not rows:
+        return None
+    lines = ["examples:"]
+    for what, cmd in rows:
+        lines += [f"  # {what}", f"  {cmd}"]
+    return "\n".join(lines)
