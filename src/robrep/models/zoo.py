@@ -384,8 +384,11 @@ def _timm(name: str) -> NetFactory:
     except ImportError as e:
         raise InputError("timm is not installed: pip install 'robrep[timm]'") from e
 
-    def factory(num_classes: int = 1000, input_shape: Sequence[int] = (3, 224, 224), pretrained: bool = False, **kw: object) -> nn.Module:
-        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=input_shape[0], **kw)
+    def factory(num_classes: int = 1000, input_shape: Sequence[int] = (3, 224, 224), pretrained: bool = False,
+                headless: bool = False, **kw: object) -> nn.Module:
+        # headless: no classifier (num_classes=0 in timm); the output is the pooled representation
+        return timm.create_model(name, pretrained=pretrained, num_classes=0 if headless else num_classes,
+                                 in_chans=input_shape[0], **kw)
 
     return factory
 
