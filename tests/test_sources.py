@@ -319,10 +319,14 @@ def test_cli_errors_are_one_line_exit_2(capsys, vit) -> None:
     assert len(err) == 1 and "--gray-to-rgb" in err[0]
 
 
-def test_cli_runs_a_source_with_gray_to_rgb_and_resize(capsys, vit) -> None:
+def test_cli_runs_a_source_with_gray_to_rgb_and_resize_and_records_both(capsys, tmp_path, vit) -> None:
     from robrep.cli import main
 
     assert main(["eval", "--checkpoint", f"hf:{vit}", "--dataset", "demo", "--n", "4", "--eps", "0", "--gray-to-rgb",
-                 "--device", "cpu", "--json", "--quiet"]) == 0
+                 "--device", "cpu", "--json", "--quiet", "--out", str(tmp_path / "run")]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["n"] == 4 and 0.0 <= out["clean_accuracy"] <= 1.0
+    rec = json.loads((tmp_path / "run" / "record.json").read_text())["config"]["model_record"]
+    assert rec["spec"]["mean"] == pytest.approx(MEAN) and rec["spec"]["preprocess"]["interpolation"] == "bicubic"
+    assert rec["adaptations"] == {"channels": {"from": 1, "to": 3, "how": "repeat"},
+                                  "resize": {"28x28": {"to": [32, 32], "interpolation": "bicubic"}}}

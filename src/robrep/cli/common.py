@@ -60,12 +60,23 @@ def load_checkpoint_arg(args: argparse.Namespace):  # type: ignore[no-untyped-de
 
 def load_model_arg(args: argparse.Namespace, attr: str = "checkpoint"):  # type: ignore[no-untyped-def]
     """(model, meta) of the model source in ``args.<attr>``, with ``--arch``, ``--trust-checkpoint``,
-    ``--download``, ``--gray-to-rgb`` and ``--no-resize`` applied where the parser has them."""
+    ``--download``, ``--gray-to-rgb`` and ``--no-resize`` applied where the parser has them.
+
+    Also sets ``args.model_record``: the model's spec (size, mean/std, preprocessing), its source
+    and weights, and the input adaptations made while the command runs (a live dict), so the
+    ``record.json`` a command writes from ``vars(args)`` says which model and preprocessing it measured.
+    """
     from ..models import load_with_meta
 
-    return load_with_meta(getattr(args, attr), arch=getattr(args, "arch", None), trust=getattr(args, "trust_checkpoint", False),
-                          device=device_of(getattr(args, "device", "auto")), download=bool(getattr(args, "download", False)),
-                          adapt_channels=bool(getattr(args, "gray_to_rgb", False)), resize=not getattr(args, "no_resize", False))
+    model, meta = load_with_meta(getattr(args, attr), arch=getattr(args, "arch", None),
+                                 trust=getattr(args, "trust_checkpoint", False), device=device_of(getattr(args, "device", "auto")),
+                                 download=bool(getattr(args, "download", False)),
+                                 adapt_channels=bool(getattr(args, "gray_to_rgb", False)), resize=not getattr(args, "no_resize", False))
+    spec = model.spec.to_dict()
+    spec["kwargs"] = {k: v for k, v in spec["kwargs"].items() if k not in ("config", "model_cfg")}  # bulky source configs
+    args.model_record = {"source": str(getattr(args, attr)), "format": meta.get("format"), "pretrained": meta.get("pretrained"),
+                         "weights": meta.get("weights"), "spec": spec, "adaptations": model.adaptations}
+    return model, meta
 
 
 def dataset_arg(args: argparse.Namespace, meta: dict[str, Any]) -> str:

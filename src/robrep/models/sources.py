@@ -64,6 +64,8 @@ SourceLoader = Callable[..., "tuple[RobrepModel, dict[str, Any]]"]
 SOURCES: Registry[SourceLoader] = Registry("model source")
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9_+.-]+):(.*)$", re.S)
+_SCHEME_ALIASES = {"torchvision": "tv", "huggingface": "hf", "transformers": "hf", "hf-hub": "hf", "openclip": "open_clip",
+                   "open-clip": "open_clip"}
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar", ".npz")
 
 
@@ -113,7 +115,8 @@ def load_source(
 
         return load_with_meta(rest, adapt_channels=adapt_channels, resize=resize, device=device, **options)
     if scheme not in SOURCES:
-        close = difflib.get_close_matches(scheme, SOURCES.names(), n=1)
+        close = [_SCHEME_ALIASES[scheme.lower()]] if scheme.lower() in _SCHEME_ALIASES else difflib.get_close_matches(
+            scheme, SOURCES.names(), n=1)
         hint = f" (did you mean {close[0]}:?)" if close else ""
         raise UnknownNameError(
             f"unknown model source scheme {scheme!r} in {str(source)!r}{hint}; use a checkpoint path or one of "
@@ -666,7 +669,12 @@ def load_hf(rest: str, *, download: bool = False, **_: Any) -> tuple[RobrepModel
         if is_dir:
             raise InputError(f"hf:{rest}: {local / 'config.json'} is missing or unreadable ({str(e).splitlines()[0][:120]}); "
                              "write the folder with model.save_pretrained(folder)") from e
-        hub = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
+        try:
+            from huggingface_hub import constants
+
+            hub = str(constants.HF_HUB_CACHE)
+        except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
+            hub = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
         raise _cache_missing(f"hf:{rest}", f"config.json of {rest} in the Hugging Face cache ({hub})",
                              "pass --download (download=True), or save the model with save_pretrained and give hf:<folder>") from e
     task = _hf_task(config)
