@@ -73,8 +73,12 @@ def test_timm_random_init_records_the_default_config_and_says_so() -> None:
     assert model.spec.input_shape == tuple(cfg["input_size"]) and model.spec.mean == tuple(cfg["mean"])
 
 
-def test_timm_pretrained_tag_not_cached_says_which_file_and_how() -> None:
+def test_timm_pretrained_tag_not_cached_says_which_file_and_how(tmp_path, monkeypatch) -> None:
     pytest.importorskip("timm")
+    import robrep.models.sources as sources
+
+    monkeypatch.setattr(sources, "_hub_cached", lambda repo_id, filenames: None)  # an empty cache, whatever this machine holds
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(InputError, match=r"timm/test_vit\.r160_in1k.*--download"):
         robrep.load("timm:test_vit@r160_in1k")
     with pytest.raises(InputError, match="does not exist"):
@@ -155,10 +159,20 @@ def _hf_model(kind: str):  # type: ignore[no-untyped-def]
         return (tf.CLIPVisionModel(tf.CLIPVisionConfig(**common)),
                 tf.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_mean=MEAN,
                                       image_std=STD, resample=3))
+    if kind == "siglip":
+        return (tf.SiglipVisionModel(tf.SiglipVisionConfig(**common)),
+                tf.SiglipImageProcessor(size={"height": 32, "width": 32}, image_mean=MEAN, image_std=STD, resample=2))
+    if kind == "convnext":
+        return (tf.ConvNextModel(tf.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2)),
+                tf.ConvNextImageProcessor(size={"shortest_edge": 32}, image_mean=MEAN, image_std=STD, resample=3))
+    if kind == "swin":
+        return (tf.SwinModel(tf.SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2],
+                                           window_size=4)),
+                tf.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=MEAN, image_std=STD, resample=3))
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["vit", "vit-classifier", "dinov2", "clip"])
+@pytest.mark.parametrize("kind", ["vit", "vit-classifier", "dinov2", "clip", "siglip", "convnext", "swin"])
 def test_hf_folder_round_trip(tmp_path, kind: str) -> None:
     torch.manual_seed(0)
     net, proc = _hf_model(kind)
@@ -187,10 +201,15 @@ def test_hf_folder_round_trip(tmp_path, kind: str) -> None:
             hs = out.hidden_states
             with pytest.raises(InputError, match="no final linear classifier"):
                 robrep.models.final_linear_name(model.net)
-        assert _maxdiff(representation(model, "hidden_states.1", flatten=False)(x), hs[1]) <= TOL
-        assert _maxdiff(representation(model, "cls")(x), representation(model, "features", flatten=False)(x)[:, 0]) <= TOL
-    names = list_layers(model)
-    assert names[0] == "penultimate" and {"pooled", "features", "cls", "hidden_states.0", "hidden_states.2", "logits"} <= set(names)
+        for i in range(len(hs)):
+            assert _maxdiff(representation(model, f"hidden_states.{i}", flatten=False)(x), hs[i]) <= TOL
+        names = list_layers(model)
+        assert f"hidden_states.{len(hs)}" not in names
+        if kind in ("convnext", "swin", "siglip"):  # no class token
+            assert "cls" not in names
+        else:
+            assert _maxdiff(representation(model, "cls")(x), representation(model, "features", flatten=False)(x)[:, 0]) <= TOL
+    assert names[0] == "penultimate" and {"pooled", "features", "hidden_states.0", "logits"} <= set(names)
 
 
 def test_hf_round_trip_through_a_robrep_checkpoint(tmp_path) -> None:
