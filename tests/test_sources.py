@@ -134,6 +134,10 @@ def test_torchvision_weights_enum_from_cache_or_a_clear_error(tmp_path, monkeypa
         assert _maxdiff(model(x), net(_norm(x, t.mean, t.std))) <= TOL
     with pytest.raises(UnknownNameError, match="IMAGENET1K_V1"):
         robrep.load("tv:resnet18@NOT_A_WEIGHT")
+    # no weights: random init, said so, with the default weights' preprocessing
+    rand, meta = robrep.models.load_with_meta("tv:resnet18")
+    assert meta["pretrained"] is False and meta["weights"] is None and "default weights" in meta["preprocess"]["source"]
+    assert rand.spec.mean == tuple(t.mean) and rand.spec.input_shape == (3, 224, 224)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,6 +274,17 @@ def test_open_clip_file_round_trip(tmp_path) -> None:
     assert list_layers(model)[:3] == ["penultimate", "pooled", "features"]
     with pytest.raises(InputError, match="needs weights"):
         robrep.load("open_clip:robrep-tiny-clip")
+
+
+def test_open_clip_tag_not_cached_says_how(monkeypatch) -> None:
+    pytest.importorskip("open_clip")
+    import robrep.models.sources as sources
+
+    monkeypatch.setattr(sources, "_hub_cached", lambda repo_id, filenames: None)
+    with pytest.raises(InputError, match=r"ViT-B-32@laion2b_s34b_b79k is not available offline.*--download"):
+        robrep.load("open_clip:ViT-B-32@laion2b_s34b_b79k")
+    with pytest.raises(UnknownNameError, match="no pretrained tag"):
+        robrep.load("open_clip:ViT-B-32@no_such_tag")
 
 
 # ---------------------------------------------------------------------------------------------
