@@ -149,7 +149,8 @@ def load_with_meta(
 
 
 def load(path: str | os.PathLike[str], **kwargs: Any) -> RobrepModel:
-    """Load a checkpoint as a ready :class:`RobrepModel` in eval mode (see :func:`load_with_meta`)."""
+    """Load a model source (a checkpoint file, or ``tv:``/``timm:``/``hf:``/``open_clip:``) as a ready
+    :class:`RobrepModel` in eval mode (see :func:`load_with_meta`)."""
     return load_with_meta(path, **kwargs)[0]
 
 
