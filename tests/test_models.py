@@ -157,3 +157,49 @@ def test_small_cnn_activation_is_kept_by_checkpoints(tmp_path, act: str) -> None
 def test_small_cnn_unknown_activation_is_a_clear_error() -> None:
     with pytest.raises(robrep.errors.InputError, match="unknown activation 'tanhh'.*relu"):
         robrep.create_model("small-cnn", act="tanhh")
+
+
+# ---------------------------------------------------------------------------------------------
+# The representation contract, checked for every registered architecture (and sample torchvision /
+# timm names) by one test: no per-model test code.
+
+CONTRACT_SHAPES = {
+    **SMALL,
+    "dim-encoder": ((1, 28, 28), {"width": 8, "hidden": 32}),
+    "tv:resnet18": ((3, 32, 32), {}),
+    "timm:test_resnet": ((3, 32, 32), {}),
+    "timm:test_vit": ((3, 32, 32), {"img_size": 32}),
+}
+PREFIXED = ["tv:resnet18", "timm:test_resnet", "timm:test_vit"]
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS.names()) + PREFIXED)
+def test_every_model_obeys_the_representation_contract(arch: str) -> None:
+    from robrep.models import final_linear_name, layer_taps
+
+    if arch.startswith("timm:"):
+        pytest.importorskip("timm")
+    assert arch in CONTRACT_SHAPES, f"add {arch!r} to CONTRACT_SHAPES (input shape, small kwargs)"
+    shape, kw = CONTRACT_SHAPES[arch]
+    torch.manual_seed(0)
+    m = robrep.create_model(arch, num_classes=5, input_shape=shape, **kw).eval()
+    names = list_layers(m)
+    taps = layer_taps(m.net)
+    assert names[:2] == ["penultimate", "pooled"] and "features" in taps and list(taps)[-1] == "logits"
+    assert names[: len(taps)] == list(taps) and all(t.help for t in taps.values())
+    x = torch.rand(3, *shape)
+    with torch.no_grad():
+        out = m(x)
+        pen = representation(m, "penultimate")(x)
+        # penultimate = pooled = what the classifier reads: the head maps it to the output
+        assert torch.equal(pen, representation(m, "pooled")(x))
+        head = m.net.get_submodule(final_linear_name(m.net))
+        assert (head(pen) - out).abs().max() <= 1e-5
+        assert torch.equal(representation(m, "logits")(x), out)
+        for name in taps:
+            z = representation(m, name, flatten=False)(x)
+            assert z.shape[0] == 3 and torch.isfinite(z).all(), name
+        # one image's representation does not depend on the rest of the batch
+        assert torch.allclose(representation(m)(x[:1]), pen[:1], atol=1e-5)
+    with pytest.raises(robrep.InputError, match="no layer 'nope'; choose one of penultimate, pooled, features"):
+        representation(m, "nope")

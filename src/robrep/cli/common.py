@@ -9,13 +9,19 @@ from typing import Any
 
 from ..io.atomic import to_jsonable
 
-__all__ = ["add_common", "add_threat", "emit", "log", "load_checkpoint_arg"]
+__all__ = ["add_common", "add_threat", "emit", "log", "load_checkpoint_arg", "load_model_arg", "add_checkpoint", "add_model_source"]
+
+_DOWNLOAD_HELP = ("let torchvision download missing datasets, and tv:/timm:/hf:/open_clip: sources download weights "
+                  "missing from the local caches (default: %(default)s)")
+SOURCE_HELP = ("model source: a checkpoint file (robrep .safetensors or another tool's checkpoint), tv:NAME[@WEIGHTS|FILE], "
+               "timm:NAME[@FILE|TAG], hf:DIR|HUB_ID or open_clip:ARCH@FILE|TAG (docs/guides/load-models.md)")
 
 
 def add_common(p: argparse.ArgumentParser, *, out: bool = True, data: bool = True) -> None:
     if data:
         p.add_argument("--data-root", default=None, help="data folder (default: $ROBREP_DATA or ~/.cache/robrep/data)")
-        p.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
+        if "--download" not in p._option_string_actions:
+            p.add_argument("--download", action="store_true", help=_DOWNLOAD_HELP)
     if out:
         p.add_argument("--out", default=None, help="run folder for results")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
@@ -66,10 +72,29 @@ def emit(result: dict[str, Any], as_json: bool, summary: str | None = None) -> N
 
 
 def load_checkpoint_arg(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """(model, meta) of ``--checkpoint`` (any model source; see :func:`load_model_arg`)."""
+    return load_model_arg(args, "checkpoint")
+
+
+def load_model_arg(args: argparse.Namespace, attr: str = "checkpoint"):  # type: ignore[no-untyped-def]
+    """(model, meta) of the model source in ``args.<attr>``, with ``--arch``, ``--trust-checkpoint``,
+    ``--download``, ``--gray-to-rgb`` and ``--no-resize`` applied where the parser has them.
+
+    Also sets ``args.model_record``: the model's spec (size, mean/std, preprocessing), its source
+    and weights, and the input adaptations made while the command runs (a live dict), so the
+    ``record.json`` a command writes from ``vars(args)`` says which model and preprocessing it measured.
+    """
     from ..models import load_with_meta
 
-    return load_with_meta(args.checkpoint, arch=getattr(args, "arch", None), trust=getattr(args, "trust_checkpoint", False),
-                          device=device_of(args.device))
+    model, meta = load_with_meta(getattr(args, attr), arch=getattr(args, "arch", None),
+                                 trust=getattr(args, "trust_checkpoint", False), device=device_of(getattr(args, "device", "auto")),
+                                 download=bool(getattr(args, "download", False)),
+                                 adapt_channels=bool(getattr(args, "gray_to_rgb", False)), resize=not getattr(args, "no_resize", False))
+    spec = model.spec.to_dict()
+    spec["kwargs"] = {k: v for k, v in spec["kwargs"].items() if k not in ("config", "model_cfg")}  # bulky source configs
+    args.model_record = {"source": str(getattr(args, attr)), "format": meta.get("format"), "pretrained": meta.get("pretrained"),
+                         "weights": meta.get("weights"), "spec": spec, "adaptations": model.adaptations}
+    return model, meta
 
 
 def dataset_arg(args: argparse.Namespace, meta: dict[str, Any]) -> str:
@@ -83,7 +108,20 @@ def dataset_arg(args: argparse.Namespace, meta: dict[str, Any]) -> str:
 
 
 def add_checkpoint(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="model file (robrep .safetensors, or another tool's checkpoint)")
+    p.add_argument("--checkpoint", required=True, metavar="SOURCE", help=SOURCE_HELP)
     p.add_argument("--arch", default=None, help="architecture, for checkpoints that do not record it")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow full unpickling of a legacy checkpoint (runs code from the file: only for files you trust)")
+    add_model_source(p)
+
+
+def add_model_source(p: argparse.ArgumentParser) -> None:
+    """The options of a model source besides the source itself: ``--download``,
+    ``--gray-to-rgb``, ``--no-resize`` (for commands that name their source option otherwise)."""
+    if "--download" not in p._option_string_actions:
+        p.add_argument("--download", action="store_true", help=_DOWNLOAD_HELP)
+    p.add_argument("--gray-to-rgb", action="store_true",
+                   help="feed 1-channel data to a 3-channel model by repeating the channel (default: %(default)s)")
+    p.add_argument("--no-resize", action="store_true",
+                   help="refuse data whose size differs from the model's input size instead of resizing it inside the "
+                        "model with the source's interpolation (default: %(default)s)")

@@ -3,24 +3,41 @@
 from . import (
     encoders,  # noqa: F401,E402  (registers dim-encoder)
     formats,  # noqa: E402,F401  (registers the foreign checkpoint loaders)
+    sources,  # noqa: E402,F401  (registers the tv:/timm:/hf:/open_clip: model sources)
 )
 from .base import (
     ModelSpec,
     Normalize,
     Representation,
     RobrepModel,
+    Tap,
     check_images,
+    describe_layers,
     final_linear_name,
     flush_denormals_,
+    head_name,
+    layer_taps,
     list_layers,
     representation,
+    resize_images,
 )
 from .checkpoint import LOADERS, load, load_with_meta, read_meta, safe_torch_load, save_model
+from .sources import SOURCES, load_source, set_input_policy, source_schemes, split_source
 from .zoo import MODELS, create_model, list_models, model_from_spec, wrap
 
 __all__ = [
     "LOADERS",
     "MODELS",
+    "SOURCES",
+    "Tap",
+    "describe_layers",
+    "head_name",
+    "layer_taps",
+    "load_source",
+    "resize_images",
+    "set_input_policy",
+    "source_schemes",
+    "split_source",
     "ModelSpec",
     "Normalize",
     "Representation",

@@ -6,29 +6,55 @@ normalization cannot be applied twice or forgotten. The *representation* of any 
 read through forward hooks (:func:`representation`), so user architectures need no special
 ``forward`` arguments.
 
-Layer names are those of ``net.named_modules()``, plus two aliases:
-``"penultimate"`` (the input of the final linear classifier, the default) and ``"logits"``.
+Layer names are those of ``net.named_modules()``, plus the *aliases* of the representation
+contract (:func:`layer_taps`): ``"penultimate"`` (the default: what the classifier reads, or the
+pooled output of an encoder without a head), ``"pooled"``, ``"features"`` (the map before
+pooling), ``"cls"`` (the class token of a vision transformer), source-specific names such as
+``"hidden_states.3"``, and ``"logits"`` (the model output).
+
+A net states its representations in one of three ways, tried in this order:
+
+1. ``net.representation_taps() -> {name: Tap}`` (robrep's wrappers of Hugging Face and
+   open_clip encoders);
+2. timm's methods ``forward_features(x)`` and ``forward_head(f, pre_logits=False)`` (timm models
+   and every robrep architecture): ``features`` = ``forward_features(x)``, ``pooled`` =
+   ``penultimate`` = ``forward_head(forward_features(x), pre_logits=True)``, ``cls`` = token 0 of
+   the features when the net has a ``cls_token``;
+3. otherwise (torchvision nets, wrapped custom nets): ``penultimate`` = ``pooled`` = the input of
+   the final ``nn.Linear`` (``get_classifier()`` when the net has one), and ``features`` = the
+   output of a sub-module named ``features``, ``layer4`` or ``encoder`` when there is one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
 
+_log = logging.getLogger("robrep")
+
 __all__ = [
     "ModelSpec",
     "Normalize",
+    "Tap",
+    "layer_taps",
     "RobrepModel",
     "Representation",
     "representation",
     "list_layers",
     "final_linear_name",
+    "head_name",
     "check_images",
+    "channel_message",
+    "describe_layers",
+    "resize_images",
 ]
 
 
@@ -61,6 +87,13 @@ class ModelSpec:
         input_shape: (C, H, W) the model expects.
         mean, std: normalization applied inside the model.
         kwargs: extra architecture arguments (JSON-serializable only).
+        preprocess: how inputs of another form are adapted before normalization (empty for
+            robrep's own models: inputs must have ``input_shape``). Keys: ``resize``
+            (``"resize"``: inputs of another height/width are resized to ``input_shape`` inside
+            the model, logged once; ``"error"``: refused), ``interpolation`` (``bilinear``,
+            ``bicubic``, ``nearest``: the source's resize filter), ``adapt_channels`` (True:
+            1-channel images are repeated to 3 channels), ``crop_pct`` and ``source`` (where
+            size, mean and std came from, e.g. ``"timm pretrained_cfg"``).
     """
 
     arch: str
@@ -69,6 +102,7 @@ class ModelSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     kwargs: dict[str, object] = field(default_factory=dict)
+    preprocess: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -86,21 +120,29 @@ class ModelSpec:
                 mean=tuple(float(v) for v in d["mean"]),  # type: ignore[union-attr,attr-defined]
                 std=tuple(float(v) for v in d["std"]),  # type: ignore[union-attr,attr-defined]
                 kwargs=dict(d.get("kwargs") or {}),  # type: ignore[arg-type]
+                preprocess=dict(d.get("preprocess") or {}),  # type: ignore[arg-type]
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"invalid model spec {d!r}: {e}") from e
 
 
 class RobrepModel(nn.Module):
-    """A classifier taking images in [0,1]: ``logits = net(normalize(x))``.
+    """A classifier or encoder taking images in [0,1]: ``out = net(normalize(adapt(x)))``.
 
     Args:
-        net: any ``nn.Module`` mapping normalized (N, C, H, W) images to (N, num_classes) logits.
-        spec: the :class:`ModelSpec` (architecture name, classes, shape, normalization).
+        net: any ``nn.Module`` mapping normalized (N, C, H, W) images to (N, num_classes)
+            outputs (logits of a classifier, or the representation of an encoder without a head).
+        spec: the :class:`ModelSpec` (architecture name, classes, shape, normalization,
+            preprocessing).
+
+    ``adapt`` is the identity unless ``spec.preprocess`` asks for it: images of another
+    height/width are resized to ``input_shape`` with the source's interpolation
+    (``preprocess["resize"] == "resize"``; logged once and listed in :attr:`adaptations`), and
+    1-channel images are repeated to 3 channels only with ``preprocess["adapt_channels"]``.
 
     Shape:
         - Input: (N, C, H, W), values in [0, 1].
-        - Output: (N, num_classes) logits.
+        - Output: (N, num_classes).
     """
 
     def __init__(self, net: nn.Module, spec: ModelSpec) -> None:
@@ -108,6 +150,7 @@ class RobrepModel(nn.Module):
         self.spec = spec
         self.normalize = Normalize(spec.mean, spec.std)
         self.net = net
+        self.adaptations: dict[str, Any] = {}
         if len(spec.mean) != spec.input_shape[0]:
             raise InputError(
                 f"normalization has {len(spec.mean)} channels but the model takes {spec.input_shape[0]}"
@@ -121,19 +164,91 @@ class RobrepModel(nn.Module):
     def input_shape(self) -> tuple[int, int, int]:
         return self.spec.input_shape
 
+    def adapt(self, x: torch.Tensor) -> torch.Tensor:
+        """Bring [0,1] images to the model's channels and size as ``spec.preprocess`` allows
+        (identity for models without a ``preprocess`` policy); refuse anything else."""
+        pre = self.spec.preprocess
+        if not pre:
+            return x
+        c, h, w = self.spec.input_shape
+        if x.ndim == 4 and x.shape[1] != c:
+            if x.shape[1] == 1 and c == 3 and pre.get("adapt_channels"):
+                if "channels" not in self.adaptations:
+                    self.adaptations["channels"] = {"from": 1, "to": 3, "how": "repeat"}
+                    _log.info("robrep: repeating the channel of 1-channel images to feed the 3-channel model %s", self.spec.arch)
+                x = x.expand(-1, 3, -1, -1)
+            else:
+                raise InputError(channel_message(int(x.shape[1]), self))
+        if x.ndim == 4 and tuple(x.shape[-2:]) != (h, w):
+            how = str(pre.get("resize", "resize"))
+            if how != "resize":
+                raise InputError(
+                    f"images are {x.shape[-2]}x{x.shape[-1]} but model {self.spec.arch!r} takes {h}x{w}; resize the data "
+                    "(e.g. imagefolder:<path>@<size>) or load the model with resize=True (CLI: drop --no-resize)"
+                )
+            mode = str(pre.get("interpolation") or "bilinear")
+            key = f"{x.shape[-2]}x{x.shape[-1]}"
+            if key not in self.adaptations.setdefault("resize", {}):
+                self.adaptations["resize"][key] = {"to": [h, w], "interpolation": mode}
+                _log.warning("robrep: resizing %sx%s images to %sx%s (%s, the model's preprocessing) inside %s",
+                             x.shape[-2], x.shape[-1], h, w, mode, self.spec.arch)
+            x = resize_images(x, (h, w), mode)
+        return x
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``net`` receives: ``normalize(adapt(x))``."""
+        return self.normalize(self.adapt(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(x))
+        return self.net(self.prepare(x))
 
     def layer(self, name: str) -> nn.Module:
         """The sub-module of ``net`` called ``name`` (``robrep.models.list_layers``)."""
-        name = _resolve_alias(self, name)
+        taps = layer_taps(self.net)
+        if name in taps and taps[name].module is not None:
+            name = taps[name].module  # type: ignore[assignment]
         mods = dict(self.net.named_modules())
         if name not in mods:
             raise InputError(
-                f"model {self.spec.arch!r} has no layer {name!r}; choose one of "
-                f"'penultimate', 'logits' or {', '.join(list_layers(self)[:40])}"
+                f"model {self.spec.arch!r} has no layer {name!r}; choose one of " + _names_hint(self)
             )
         return mods[name]
+
+
+def _names_hint(model: RobrepModel, limit: int = 40) -> str:
+    names = list_layers(model)
+    more = f" ... ({len(names) - limit} more: robrep.list_layers(model))" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def channel_message(got: int, model: RobrepModel) -> str:
+    """The error for images with ``got`` channels fed to ``model`` (says how to adapt them)."""
+    c = model.input_shape[0]
+    msg = f"images have {got} channel{'s' if got != 1 else ''} but model {model.spec.arch!r} expects {c}"
+    if got == 1 and c == 3:
+        return msg + ("; to repeat the gray channel 3 times pass --gray-to-rgb (Python: robrep.load(..., adapt_channels=True)), "
+                      "or use 3-channel data")
+    return msg + "; use data with the model's channels"
+
+
+_INTERPOLATIONS = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bicubic", "area": "area", "box": "area",
+                   "lanczos": "bicubic", "hamming": "bilinear"}
+
+
+def resize_images(x: torch.Tensor, size: tuple[int, int], interpolation: str = "bilinear") -> torch.Tensor:
+    """Resize [0,1] images (N, C, H, W) to ``size`` with ``interpolation`` (antialiased when
+    shrinking, like PIL and torchvision's ``Resize``); the result stays in [0,1].
+
+    PIL's ``lanczos``/``hamming`` filters, which tensors lack, fall back to ``bicubic``/``bilinear``.
+    """
+    mode = _INTERPOLATIONS.get(str(interpolation).lower())
+    if mode is None:
+        raise InputError(f"unknown interpolation {interpolation!r}; choose one of {sorted(_INTERPOLATIONS)}")
+    if mode in ("nearest", "area"):
+        y = F.interpolate(x, size=size, mode=mode)
+    else:
+        y = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True)
+    return y.clamp(0.0, 1.0) if mode == "bicubic" else y
 
 
 @torch.no_grad()
@@ -158,9 +273,11 @@ def flush_denormals_(module: nn.Module, *, count: bool = True) -> int:
     return n
 
 
+
 def check_images(x: torch.Tensor, model: nn.Module | None = None, *, what: str = "images") -> None:
     """Raise :class:`InputError` unless ``x`` is a finite (N, C, H, W) float batch in [0,1]
-    matching ``model``'s input channels."""
+    matching ``model``'s input channels (1-channel images pass for a 3-channel model loaded
+    with ``adapt_channels=True``)."""
     if not isinstance(x, torch.Tensor):
         raise InputError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 4:
@@ -180,33 +297,118 @@ def check_images(x: torch.Tensor, model: nn.Module | None = None, *, what: str =
     if isinstance(model, RobrepModel):
         c = model.input_shape[0]
         if x.shape[1] != c:
-            raise InputError(f"{what} have {x.shape[1]} channels but model {model.spec.arch!r} expects {c}")
+            if x.shape[1] == 1 and c == 3 and model.spec.preprocess.get("adapt_channels"):
+                return
+            raise InputError(channel_message(int(x.shape[1]), model).replace("images", what, 1))
 
 
-def final_linear_name(net: nn.Module) -> str:
-    """Name of the final linear classifier in ``net`` (the last ``nn.Linear`` registered)."""
-    getter = getattr(net, "get_classifier", None)  # timm
+def head_name(net: nn.Module) -> str | None:
+    """Name of ``net``'s final linear classifier, or None for an encoder without a head.
+
+    The classifier is ``net.get_classifier()`` where the net has that method (timm and robrep's
+    source wrappers; an ``nn.Identity`` there means "no head"), else the last ``nn.Linear``.
+    """
+    getter = getattr(net, "get_classifier", None)
     if callable(getter):
         head = getter()
-        for n, m in net.named_modules():
-            if m is head and isinstance(m, nn.Linear):
-                return n
+        if isinstance(head, nn.Linear):
+            for n, m in net.named_modules():
+                if m is head:
+                    return n
+        return None
     last = None
     for n, m in net.named_modules():
         if isinstance(m, nn.Linear):
             last = n
-    if last is None:
-        raise InputError("the model has no nn.Linear layer, so 'penultimate' is undefined; name a layer")
     return last
 
 
-def _resolve_alias(model: RobrepModel, name: str) -> str:
-    return final_linear_name(model.net) if name in ("penultimate", "logits") else name
+def final_linear_name(net: nn.Module) -> str:
+    """Name of the final linear classifier in ``net`` (see :func:`head_name`); InputError when
+    the net has none (an encoder without a classification head)."""
+    name = head_name(net)
+    if name is None:
+        raise InputError(
+            "the model has no final linear classifier (an encoder without a head): name a representation "
+            "(robrep.list_layers), or fit a probe on it (robrep.evaluate.linear_probe)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Tap:
+    """How to read one named representation of a net.
+
+    Either ``fn(net, x)`` on the normalized input ``x`` (the forward is cut where ``fn`` ends),
+    or the ``input``/``output`` (``at``) of the sub-module ``module`` read with a forward hook
+    (the forward stops there).
+    """
+
+    help: str
+    fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
+    module: str | None = None
+    at: str = "output"
+
+
+def _timm_pooled(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return net.forward_head(net.forward_features(x), pre_logits=True)  # type: ignore[operator]
+
+
+def _timm_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return net.forward_features(x)  # type: ignore[operator]
+
+
+def _timm_cls(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    f = net.forward_features(x)  # type: ignore[operator]
+    if f.ndim != 3:
+        raise InputError("'cls' needs a token sequence (N, T, D) from forward_features; this net gives a feature map")
+    return f[:, 0]
+
+
+def layer_taps(net: nn.Module) -> dict[str, Tap]:
+    """The representation aliases of ``net`` (the contract of module ``robrep.models.base``).
+
+    Returns an ordered mapping name -> :class:`Tap`; ``penultimate`` (when the net has a
+    representation) first, ``logits`` (the model output) last.
+    """
+    own = getattr(net, "representation_taps", None)
+    taps: dict[str, Tap] = {}
+    if callable(own):
+        taps = dict(own())
+    elif callable(getattr(net, "forward_features", None)) and callable(getattr(net, "forward_head", None)):
+        taps["pooled"] = Tap("forward_head(forward_features(x), pre_logits=True): the pooled features the classifier reads",
+                             fn=_timm_pooled)
+        taps["features"] = Tap("forward_features(x): the feature map or token sequence before pooling", fn=_timm_features)
+        if isinstance(getattr(net, "cls_token", None), torch.Tensor):
+            taps["cls"] = Tap("the class token: forward_features(x)[:, 0]", fn=_timm_cls)
+    else:
+        head = head_name(net)
+        if head is not None:
+            taps["pooled"] = Tap(f"input of the final linear classifier {head!r}", module=head, at="input")
+        mods = dict(net.named_modules())
+        for name in ("features", "layer4", "encoder"):
+            if name in mods and name != head:
+                taps["features"] = Tap(f"output of {name!r}: the feature map or token sequence before pooling", module=name)
+                break
+    if "penultimate" not in taps and "pooled" in taps:
+        p = taps["pooled"]
+        taps = {"penultimate": Tap("= pooled: " + p.help, p.fn, p.module, p.at), **taps}
+    elif "penultimate" in taps:
+        taps = {"penultimate": taps.pop("penultimate"), **taps}
+    taps["logits"] = Tap("the model output (logits of a classifier, the representation of an encoder without a head)")
+    return taps
 
 
 def list_layers(model: RobrepModel) -> list[str]:
-    """Names usable as ``layer=`` (besides the aliases ``penultimate`` and ``logits``)."""
-    return [n for n, _ in model.net.named_modules() if n]
+    """Names usable as ``layer=``: the aliases of :func:`layer_taps` (``penultimate``,
+    ``pooled``, ``features``, ``cls``, ..., ``logits``) then every sub-module name of ``model.net``."""
+    aliases = list(layer_taps(model.net))
+    return aliases + [n for n, _ in model.net.named_modules() if n and n not in aliases]
+
+
+def describe_layers(model: RobrepModel) -> list[tuple[str, str]]:
+    """(alias, what it is) for the representation aliases of ``model`` (for ``list-layers``)."""
+    return [(k, t.help) for k, t in layer_taps(model.net).items()]
 
 
 class _Stop(Exception):
@@ -214,15 +416,16 @@ class _Stop(Exception):
 
 
 class Representation(nn.Module):
-    """``x in [0,1] -> R(x)``: the activation of one layer of a :class:`RobrepModel`.
+    """``x in [0,1] -> R(x)``: one named representation of a :class:`RobrepModel`.
 
-    ``"penultimate"`` is the *input* of the final linear layer; ``"logits"`` the model output;
-    any other name the *output* of that sub-module. Forward stops at the layer (no wasted
-    compute after it). With ``flatten=True`` the result is (N, D).
+    ``layer`` is an alias of the model's contract (:func:`layer_taps`: ``"penultimate"``,
+    ``"pooled"``, ``"features"``, ``"cls"``, ..., ``"logits"``) or a module name, whose *output*
+    is read. Forward stops at the layer (no wasted compute after it). With ``flatten=True`` the
+    result is (N, D).
 
     Args:
-        model: the wrapped classifier.
-        layer: layer name or alias.
+        model: the wrapped model.
+        layer: alias or module name (``robrep.list_layers(model)``).
         flatten: flatten all but the batch dimension.
     """
 
@@ -233,14 +436,32 @@ class Representation(nn.Module):
         self.model = model
         self.layer_name = layer
         self.flatten = flatten
-        self._module = None if layer == "logits" else model.layer(layer)
-        self._pre = layer == "penultimate"
+        taps = layer_taps(model.net)
+        self._tap: Tap | None = None
+        self._module: nn.Module | None = None
+        self._pre = False
+        if layer == "logits":
+            pass
+        elif layer in taps:
+            self._tap = taps[layer]
+            if self._tap.fn is None:
+                self._module = model.layer(self._tap.module)  # type: ignore[arg-type]
+                self._pre = self._tap.at == "input"
+        elif layer == "penultimate":
+            raise InputError(
+                f"model {model.spec.arch!r} has no classification head, so 'penultimate' is undefined; "
+                "choose one of " + _names_hint(model)
+            )
+        else:
+            self._module = model.layer(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._module is None:
+        if self._tap is not None and self._tap.fn is not None:
+            z = self._tap.fn(self.model.net, self.model.prepare(x))
+        elif self._module is None:
             z = self.model(x)
         else:
-            box: list[torch.Tensor] = []
+            box: list[Any] = []
 
             def pre_hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
                 box.append(args[0])
@@ -260,12 +481,23 @@ class Representation(nn.Module):
             if not box:
                 raise InputError(f"layer {self.layer_name!r} was not reached in the forward pass")
             z = box[0]
-            if isinstance(z, (tuple, list)):
-                z = z[0]
+        z = _first_tensor(z)
         return z.flatten(1) if self.flatten else z
 
     def extra_repr(self) -> str:
         return f"layer={self.layer_name!r}"
+
+
+def _first_tensor(z: Any) -> torch.Tensor:
+    """The tensor of a layer output: itself, the first item of a tuple/list, or the first field
+    of a Hugging Face ``ModelOutput``."""
+    if isinstance(z, torch.Tensor):
+        return z
+    if hasattr(z, "to_tuple"):
+        z = z.to_tuple()
+    if isinstance(z, (tuple, list)) and z:
+        return _first_tensor(z[0])
+    raise InputError(f"the layer's output is a {type(z).__name__}, not a tensor; choose another layer")
 
 
 def representation(model: RobrepModel, layer: str = "penultimate", flatten: bool = True) -> Representation:

@@ -108,9 +108,25 @@ def load_with_meta(
     arch: str | None = None,
     trust: bool = False,
     device: str | torch.device = "cpu",
+    download: bool = False,
+    adapt_channels: bool = False,
+    resize: bool = True,
     **options: Any,
 ) -> tuple[RobrepModel, dict[str, Any]]:
-    """Load any supported checkpoint; return the model (eval mode) and its metadata."""
+    """Load any supported model source; return the model (eval mode) and its metadata.
+
+    ``path`` is a checkpoint file (robrep or a format of :data:`LOADERS`) or a source string
+    ``tv:``/``timm:``/``hf:``/``open_clip:`` (:mod:`robrep.models.sources`; ``download`` lets
+    those fetch weights missing from the local caches). ``adapt_channels=True`` lets a 3-channel
+    model take 1-channel images (the channel is repeated); ``resize=False`` makes a model whose
+    source states an input size refuse other sizes instead of resizing them inside.
+    """
+    from .sources import load_source, set_input_policy, split_source
+
+    scheme, _ = split_source(path)
+    if scheme is not None:
+        return load_source(path, download=download, adapt_channels=adapt_channels, resize=resize, device=device,
+                           arch=arch, trust=trust, **options)
     p = Path(path)
     if p.is_dir():
         cand = p / "model.safetensors"
@@ -126,13 +142,15 @@ def load_with_meta(
         if out is not None:
             model, meta = out
             meta.setdefault("format", name)
+            model = set_input_policy(model, adapt_channels=adapt_channels, resize=resize)
             flush_denormals_(model)  # subnormal weights slow CPU matmuls up to ~30x and change nothing
             return model.to(device).eval(), meta
     raise CheckpointError(f"{p}: unknown checkpoint format (or a corrupt file); robrep reads the formats of `robrep list formats`")
 
 
 def load(path: str | os.PathLike[str], **kwargs: Any) -> RobrepModel:
-    """Load a checkpoint as a ready :class:`RobrepModel` in eval mode (see :func:`load_with_meta`)."""
+    """Load a model source (a checkpoint file, or ``tv:``/``timm:``/``hf:``/``open_clip:``) as a ready
+    :class:`RobrepModel` in eval mode (see :func:`load_with_meta`)."""
     return load_with_meta(path, **kwargs)[0]
 
 

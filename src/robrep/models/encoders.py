@@ -49,5 +49,12 @@ class DIMEncoder(nn.Module):
         self.fc1 = nn.Sequential(nn.Linear(4 * width * out(h) * out(w), hidden), nn.BatchNorm1d(hidden), nn.ReLU())
         self.fc = nn.Linear(hidden, dim)
 
+    def forward_features(self, x):  # type: ignore[no-untyped-def]
+        return self.features(x)
+
+    def forward_head(self, x, pre_logits: bool = False):  # type: ignore[no-untyped-def]
+        h = self.fc1(x.flatten(1))
+        return h if pre_logits else self.fc(h)
+
     def forward(self, x):  # type: ignore[no-untyped-def]
-        return self.fc(self.fc1(self.features(x).flatten(1)))
+        return self.forward_head(self.forward_features(x))

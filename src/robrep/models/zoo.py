@@ -2,7 +2,10 @@
 
 Every factory has the signature ``factory(num_classes, input_shape, **kwargs) -> nn.Module``
 (a net taking *normalized* input); :func:`create_model` wraps it in a :class:`RobrepModel`.
-The final classifier of each robrep net is an ``nn.Linear`` called ``fc``.
+The final classifier of each robrep net is an ``nn.Linear`` called ``fc``, and every robrep net
+follows timm's representation contract (``robrep.models.base``): ``forward_features(x)`` (the
+map before pooling) and ``forward_head(f, pre_logits=False)`` (``pre_logits=True``: the pooled
+features the classifier reads), with ``forward(x) = forward_head(forward_features(x))``.
 """
 
 from __future__ import annotations
@@ -110,11 +113,16 @@ class MadryMnistCNN(nn.Module):
         self.fc1 = nn.Linear(64 * (h // 4) * (w // 4), 1024)
         self.fc = nn.Linear(1024, num_classes)
 
-    def forward(self, x):
+    def forward_features(self, x):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return F.max_pool2d(F.relu(self.conv2(x)), 2)
+
+    def forward_head(self, x, pre_logits: bool = False):
         x = F.relu(self.fc1(x.flatten(1)))
-        return self.fc(x)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
 
 
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -144,11 +152,16 @@ class SmallCNN(nn.Module):
         self.fc1 = nn.Linear(2 * width * (h // 4) * (w // 4), feat_dim)
         self.fc = nn.Linear(feat_dim, num_classes)
 
-    def forward(self, x):
+    def forward_features(self, x):
         x = F.max_pool2d(self.act(self.conv1(x)), 2)
-        x = F.max_pool2d(self.act(self.conv2(x)), 2)
+        return F.max_pool2d(self.act(self.conv2(x)), 2)
+
+    def forward_head(self, x, pre_logits: bool = False):
         x = self.act(self.fc1(x.flatten(1)))
-        return self.fc(x)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
 
 
 class _BasicBlock(nn.Module):
@@ -211,15 +224,21 @@ class _ResNet(nn.Module):
         self.bn_final = nn.BatchNorm2d(cin) if preact else nn.Identity()
         self.fc = nn.Linear(cin, num_classes)
 
-    def forward(self, x):
+    def forward_features(self, x):
         out = self.conv1(x)
         if not self.preact:
             out = F.relu(self.bn1(out))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         if self.preact:
             out = F.relu(self.bn_final(out))
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.fc(out)
+        return out
+
+    def forward_head(self, x, pre_logits: bool = False):
+        out = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return out if pre_logits else self.fc(out)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
 
 
 @MODELS.register("resnet18", help="CIFAR ResNet-18 (He et al. 2016; 3x3 stem) (penultimate 512-d)")
@@ -270,9 +289,15 @@ class WideResNet(nn.Module):
         self.bn = nn.BatchNorm2d(cin)
         self.fc = nn.Linear(cin, num_classes)
 
+    def forward_features(self, x):
+        return F.relu(self.bn(self.blocks(self.conv1(x))))
+
+    def forward_head(self, x, pre_logits: bool = False):
+        out = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return out if pre_logits else self.fc(out)
+
     def forward(self, x):
-        o = F.relu(self.bn(self.blocks(self.conv1(x))))
-        return self.fc(F.adaptive_avg_pool2d(o, 1).flatten(1))
+        return self.forward_head(self.forward_features(x))
 
 
 @MODELS.register("linear", help="a linear classifier on flattened pixels (for closed-form tests)")
@@ -284,8 +309,14 @@ class LinearNet(nn.Module):
             d *= s
         self.fc = nn.Linear(d, num_classes)
 
+    def forward_features(self, x):
+        return x.flatten(1)
+
+    def forward_head(self, x, pre_logits: bool = False):
+        return x if pre_logits else self.fc(x)
+
     def forward(self, x):
-        return self.fc(x.flatten(1))
+        return self.forward_head(self.forward_features(x))
 
 
 @MODELS.register("mlp", help="a two-layer ReLU MLP on flattened pixels (hidden=256)")
@@ -298,8 +329,14 @@ class MLPNet(nn.Module):
         self.fc1 = nn.Linear(d, hidden)
         self.fc = nn.Linear(hidden, num_classes)
 
+    def forward_features(self, x):
+        return F.relu(self.fc1(x.flatten(1)))
+
+    def forward_head(self, x, pre_logits: bool = False):
+        return x if pre_logits else self.fc(x)
+
     def forward(self, x):
-        return self.fc(F.relu(self.fc1(x.flatten(1))))
+        return self.forward_head(self.forward_features(x))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,8 +384,11 @@ def _timm(name: str) -> NetFactory:
     except ImportError as e:
         raise InputError("timm is not installed: pip install 'robrep[timm]'") from e
 
-    def factory(num_classes: int = 1000, input_shape: Sequence[int] = (3, 224, 224), pretrained: bool = False, **kw: object) -> nn.Module:
-        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=input_shape[0], **kw)
+    def factory(num_classes: int = 1000, input_shape: Sequence[int] = (3, 224, 224), pretrained: bool = False,
+                headless: bool = False, **kw: object) -> nn.Module:
+        # headless: no classifier (num_classes=0 in timm); the output is the pooled representation
+        return timm.create_model(name, pretrained=pretrained, num_classes=0 if headless else num_classes,
+                                 in_chans=input_shape[0], **kw)
 
     return factory
 
