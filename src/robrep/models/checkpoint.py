@@ -121,7 +121,7 @@ def load_with_meta(
     model take 1-channel images (the channel is repeated); ``resize=False`` makes a model whose
     source states an input size refuse other sizes instead of resizing them inside.
     """
-    from .sources import load_source, set_input_policy, split_source
+    from .source_registry import load_source, set_input_policy, split_source
 
     scheme, _ = split_source(path)
     if scheme is not None:

@@ -61,7 +61,8 @@ def replace_head(model: RobrepModel, num_classes: int, *, additional_hidden: int
     # dropped: the weights are in the state dict). A model with hidden head layers is not
     # rebuildable from its spec; save its state dict yourself.
     kwargs = {k: v for k, v in model.spec.kwargs.items() if k not in ("weights", "pretrained")}
-    spec = ModelSpec(model.spec.arch, int(num_classes), model.spec.input_shape, model.spec.mean, model.spec.std, kwargs)
+    spec = ModelSpec(model.spec.arch, int(num_classes), model.spec.input_shape, model.spec.mean, model.spec.std, kwargs,
+                     preprocess=dict(model.spec.preprocess))  # keep the source's resize policy
     out = RobrepModel(new_net, spec)
     out.load_state_dict({**out.state_dict(), "normalize.mean": model.normalize.mean, "normalize.std": model.normalize.std})
     return out

@@ -28,7 +28,7 @@ from ..errors import InputError, RobrepError
 from ..evaluate import evaluate
 from ..io.atomic import atomic_write_json, to_jsonable
 from ..io.shard import Shard, agree
-from ..models import RobrepModel, create_model, load_with_meta
+from ..models import RobrepModel, create_model, load_with_meta, split_source
 from ..threats import threat
 from .core import MODES, TransferConfig, transfer
 
@@ -89,6 +89,8 @@ def load_source(spec: str, *, arch: str | None = None, trust: bool = False, weig
     p = Path(spec)
     if p.exists():
         return load_with_meta(p, arch=arch, trust=trust, device=device)
+    if weights is None and split_source(spec)[0] in ("hf", "open_clip"):  # encoders with a source syntax of their own
+        return load_with_meta(spec, device=device)
     if not (spec.startswith("tv:") or spec.startswith("timm:") or ":" not in spec):
         raise InputError(f"source {spec!r} is neither an existing checkpoint nor a model name (tv:..., timm:..., robrep list models)")
     if "/" in spec or spec.endswith(".safetensors") or spec.endswith(".pt"):
