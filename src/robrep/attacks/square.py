@@ -120,6 +120,8 @@ def square(
         raise InputError(f"square needs a query budget > 0, got {queries!r}; use e.g. queries=5000")
     if not isinstance(threat, (LinfBall, L2Ball)):
         raise InputError(f"square supports linf and l2 threat models, not {threat.norm}")
+    if isinstance(threat, L2Ball) and min(x.shape[-2:]) < 5:
+        raise InputError(f"square (l2) needs images of at least 5x5 pixels, got {tuple(x.shape[-2:])}")
     x = x.detach()
     success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     x_adv = x.clone()

@@ -117,7 +117,7 @@ def evaluate(
         those read back from ``out`` instead of computed.
     """
     _check_args(n, chunk_size, batch_size, resume, overwrite, out)
-    dev = torch.device(device) if device is not None else next(iter(model.parameters())).device
+    dev = torch.device(device) if device is not None else next(iter(model.parameters()), torch.empty(0)).device
     atk = create_attack(attack, **(attack_kwargs or {})) if threat is not None else None
     total, chunk_batches, data_digest = _chunk_source(data, n, batch_size, model)
     cs = chunk_size or max(total, 1)
