@@ -4,11 +4,18 @@ from .apgd import apgd
 from .apgd_targeted import PassCounter, apgd_cascade, apgd_t, malt_targets
 from .compose import ATTACKS, Attack, create_attack, is_protocol, list_attacks, worst_case
 from .fab import fab, fab_t
-from .protocols import PROTOCOLS, CascadeResult, Protocol, get_protocol, list_protocols, run_protocol
-from .square import square
 from .losses import ATTACK_LOSSES, ce_loss, cw_margin, dlr_loss, repr_l2
 from .pgd import AttackResult, default_step_size, fgsm, pgd, pgd_perturb
+from .protocols import (
+    PROTOCOLS,
+    CascadeResult,
+    Protocol,
+    get_protocol,
+    list_protocols,
+    run_protocol,
+)
 from .representation import representation_attack
+from .square import square
 
 __all__ = [
     "ATTACKS",

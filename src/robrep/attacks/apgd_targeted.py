@@ -118,12 +118,10 @@ def apgd_run(
     eot_iter: int = 1,
     early_exit: bool = True,
     counter: PassCounter | None = None,
-    on_grad: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One APGD run (one restart) on every point of ``x``; returns ``(success (B,), x_adv)``
     where ``x_adv`` is a misclassified iterate for the successful points and ``x`` elsewhere.
 
-    ``on_grad(g)`` is called with the gradient at the starting points (for the gradient flags).
     Cost: ``(steps + 1) * eot_iter`` forward+backward passes per point still running."""
     n_iter = max(int(steps), 1)
     n2, n_min, size_decr = max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1), max(int(0.03 * n_iter), 1)
@@ -151,8 +149,6 @@ def apgd_run(
         return g / eot_iter, lv.detach().float(), (z.detach().argmax(1) != yy)
 
     grad, lval, broke = grad_at(x_adv, y0, t0)
-    if on_grad is not None:
-        on_grad(grad)
     step = torch.full((b0, *([1] * (x.ndim - 1))), 2.0 * eps, device=x.device, dtype=x.dtype)
     x_best, grad_best, loss_best = x_adv.clone(), grad.clone(), lval.clone()
     loss_steps = torch.zeros(n_iter, b0, device=x.device)
@@ -244,7 +240,6 @@ def apgd_cascade(
     generator: torch.Generator | None = None,
     check: bool = True,
     counter: PassCounter | None = None,
-    on_grad: Callable[[torch.Tensor], None] | None = None,
 ) -> AttackResult:
     """APGD-CE / APGD-DLR as in AutoAttack, with early exit (``loss`` ``"ce"`` or ``"dlr"``).
 
@@ -268,8 +263,7 @@ def apgd_cascade(
         if len(idx) == 0:
             break
         s, xa = apgd_run(model, x[idx], target[idx], float(threat.eps), linf, _LOSSES[loss], steps=steps, rho=rho,
-                         generator=generator, eot_iter=eot_iter, early_exit=early_exit, counter=counter,
-                         on_grad=on_grad if _r == 0 else None)
+                         generator=generator, eot_iter=eot_iter, early_exit=early_exit, counter=counter)
         success[idx[s]] = True
         x_adv[idx[s]] = xa[s]
     return AttackResult(x_adv, _final_loss(model, x_adv, target), success, restarts * (steps + 1) * eot_iter)
@@ -316,7 +310,6 @@ def apgd_t(
     generator: torch.Generator | None = None,
     check: bool = True,
     counter: PassCounter | None = None,
-    on_grad: Callable[[torch.Tensor], None] | None = None,
 ) -> AttackResult:
     """APGD-T: APGD on the targeted DLR loss for each of ``targets`` target classes, each on
     the points still robust (Croce & Hein 2020; AutoAttack's ``apgd-t``).
@@ -361,8 +354,7 @@ def apgd_t(
             else:
                 yt = order[idx, k]
             s, xa = apgd_run(model, x[idx], target[idx], float(threat.eps), linf, dlr_targeted_loss, steps=steps, rho=rho,
-                             y_target=yt, generator=generator, early_exit=early_exit, counter=counter,
-                             on_grad=on_grad if (k == 0 and _r == 0) else None)
+                             y_target=yt, generator=generator, early_exit=early_exit, counter=counter)
             success[idx[s]] = True
             x_adv[idx[s]] = xa[s]
     return AttackResult(x_adv, _final_loss(model, x_adv, target), success, n_t * restarts * (steps + 1))

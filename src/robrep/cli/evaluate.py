@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_checkpoint, add_common, add_threat, dataset_arg, emit, load_checkpoint_arg, log
-
+from .common import (
+    add_checkpoint,
+    add_common,
+    add_threat,
+    dataset_arg,
+    emit,
+    load_checkpoint_arg,
+    log,
+)
 
 _EPILOG = """examples:
   robrep eval --checkpoint runs/mnist/model.safetensors --eps 0.3 --attack autoattack-standard --n 1000 --out runs/aa

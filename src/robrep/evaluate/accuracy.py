@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from ..attacks import create_attack, get_protocol, is_protocol
-from ..attacks.flags import Flag, black_box_flag, clean_below_robust_flag, gradient_flag, randomized_flag
+from ..attacks.flags import (
+    Flag,
+    black_box_flag,
+    clean_below_robust_flag,
+    gradient_flag,
+    randomized_flag,
+)
 from ..attacks.protocols import CascadeResult
 from ..data import ImageData
 from ..errors import InputError
