@@ -60,13 +60,14 @@ def test_pgd_finds_the_exact_robust_accuracy_of_a_linear_model(norm: str) -> Non
     assert 0.1 < float((slack > 0).float().mean()) < 0.9  # the case is not trivial
 
 
-@pytest.mark.parametrize("attack", ["pgd", "apgd-ce", "apgd-dlr", "fgsm"])
+@pytest.mark.parametrize("attack", ["pgd", "apgd-ce", "apgd-dlr", "fgsm", "apgd-t", "fab-t", "square", "fast"])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_outputs_inside_ball_and_box(tiny_trained, demo_data, attack: str, norm: str) -> None:
     model, _ = tiny_trained
     x, y = next(iter(demo_data[1].head(32).batches(32)))
     thr = robrep.threat(norm, 0.1 if norm == "linf" else 1.0)
-    kw = {"steps": 5} if attack != "fgsm" else {}
+    kw = {"fgsm": {}, "apgd-t": {"steps": 5, "targets": 2}, "fab-t": {"steps": 5, "targets": 2},
+          "square": {"queries": 30}, "fast": {"steps": 5, "targets": 2}}.get(attack, {"steps": 5})
     r = robrep.create_attack(attack, **kw)(model, x, y, thr, generator=torch.Generator().manual_seed(0))
     assert thr.contains(r.x_adv, x, tol=1e-6).all()
     assert r.x_adv.min() >= 0 and r.x_adv.max() <= 1

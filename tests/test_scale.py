@@ -215,7 +215,7 @@ def test_unshared_out_folder_is_detected(tmp_path: Path) -> None:
     assert ok.returncode == 0 and ok.stdout.count("OK") == 2, ok.stdout + ok.stderr[-2000:]
 
 
-SHARDED_COMMANDS = ["certify", "transfer-sweep"]
+SHARDED_COMMANDS = ["certify", "eval", "transfer-sweep"]
 
 
 @pytest.mark.parametrize("command", SHARDED_COMMANDS)

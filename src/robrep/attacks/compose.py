@@ -12,9 +12,13 @@ from torch import nn
 from .._registry import Registry
 from ..threats import ThreatModel
 from .apgd import apgd
+from .apgd_targeted import apgd_t
+from .fab import fab, fab_t
 from .pgd import AttackResult, fgsm, pgd
+from .protocols import get_protocol, list_protocols, protocol_attack
+from .square import square
 
-__all__ = ["ATTACKS", "Attack", "create_attack", "list_attacks", "worst_case"]
+__all__ = ["ATTACKS", "Attack", "create_attack", "is_protocol", "list_attacks", "worst_case"]
 
 Attack = Callable[..., AttackResult]
 ATTACKS: Registry[Attack] = Registry("attack")
@@ -50,13 +54,25 @@ def worst_case(attacks: Sequence[Attack]) -> Attack:
 
 ATTACKS.add("apgd", worst_case([ATTACKS.get("apgd-ce"), ATTACKS.get("apgd-dlr")]),
             help="APGD-CE then APGD-DLR on the survivors (the untargeted half of AutoAttack)")
+ATTACKS.add("apgd-t", apgd_t, help="APGD on the targeted DLR loss, 9 target classes ranked by the logits (Croce & Hein 2020)")
+ATTACKS.add("fab-t", fab_t, help="targeted FAB, minimal-distance attack, 9 target classes (Croce & Hein 2020)")
+ATTACKS.add("fab", fab, help="untargeted FAB with 5 restarts (Croce & Hein 2020)")
+ATTACKS.add("square", square, help="Square Attack, black-box random search, 5,000 queries (Andriushchenko et al. 2020)")
+for _name in list_protocols():
+    ATTACKS.add(_name, protocol_attack(_name), help=f"protocol v{get_protocol(_name).version}: {get_protocol(_name).help}")
 
 
 def list_attacks() -> list[str]:
     return ATTACKS.names()
 
 
+def is_protocol(name: str) -> bool:
+    """Whether ``name`` is a protocol (a cascade whose result has per-stage verdicts and flags)."""
+    return name in list_protocols()
+
+
 def create_attack(name: str, **defaults: Any) -> Attack:
-    """An attack by name with default keyword arguments bound: ``create_attack("pgd", steps=50)``."""
+    """An attack by name with default keyword arguments bound: ``create_attack("pgd", steps=50)``,
+    ``create_attack("autoattack-standard")``."""
     fn = ATTACKS.get(name)
     return functools.partial(fn, **defaults) if defaults else fn

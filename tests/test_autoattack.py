@@ -1,0 +1,416 @@
+"""AutoAttack stages and protocols: agreement with the reference implementation (pyautoattack),
+closed forms on linear classifiers, the flags, properties and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import robrep
+from robrep.attacks import apgd_cascade, apgd_t, fab, fab_t, run_protocol, square
+from robrep.attacks.fab import project_hyperplane_box
+from robrep.attacks.flags import clean_below_robust_flag, eps_curve_flag
+from robrep.errors import InputError
+
+# reduced budgets that both implementations accept (the standard's are 100 steps, 9 targets, 5,000 queries)
+STEPS, TARGETS, QUERIES = 10, 2, 100
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The models here are tiny: one thread is faster than two that wait for each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _tiny_cnn() -> nn.Module:
+    """ELU, not ReLU: a tiny ReLU CNN adversarially trained at MNIST's eps 0.3 learns dead units whose
+    input gradient is exactly zero on its 'robust' points (masked gradients, which the flags report)."""
+    return nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ELU(), nn.Conv2d(8, 16, 3, stride=2, padding=1),
+                         nn.ELU(), nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
+
+
+def _train(data, eps: float, steps: int = 250, seed: int = 0) -> nn.Module:
+    """A tiny CNN adversarially trained (PGD-2, linf ``eps``) for ``steps`` Adam steps of 64 images."""
+    torch.manual_seed(seed)
+    x, y = data.tensors()
+    x = x.float() / 255 if not x.is_floating_point() else x
+    model = _tiny_cnn()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    thr = robrep.threat("linf", eps)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        i = torch.randint(0, len(x), (64,), generator=g)
+        xa = robrep.attacks.pgd_perturb(model.eval(), x[i], y[i], thr, steps=2, step_size=1.25 * eps, generator=g)
+        loss = nn.functional.cross_entropy(model.train()(xa), y[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def _load(name: str):  # type: ignore[no-untyped-def]
+    from robrep.errors import DataNotFoundError
+
+    try:
+        return robrep.load_dataset(name, "train"), robrep.load_dataset(name, "test")
+    except DataNotFoundError as e:
+        pytest.skip(f"{name} not available: {e}")
+
+
+@pytest.fixture(scope="session")
+def mnist_model():
+    tr, te = _load("mnist")
+    return _train(tr, 0.3), te
+
+
+@pytest.fixture(scope="session")
+def fmnist_model():
+    tr, te = _load("fashion-mnist")
+    return _train(tr, 0.1), te
+
+
+def _images(te, n: int, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = next(iter(te.head(n).batches(n)))
+    return x, y
+
+
+def _reference_stages(model, x, y, norm: str, eps: float) -> dict[str, torch.Tensor]:
+    """pyautoattack's attacks, cascaded over the still-robust points as its ``AutoAttack`` does,
+    each seeded with 0; robust flags after each stage."""
+    from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+    from pyautoattack.fab_pt import FABAttack_PT
+    from pyautoattack.square import SquareAttack
+
+    n = {"linf": "Linf", "l2": "L2"}[norm]
+    attacks = {
+        "apgd-ce": APGDAttack(model, n_iter=STEPS, norm=n, eps=eps, seed=0, loss="ce", device="cpu"),
+        "apgd-t": APGDAttack_targeted(model, n_iter=STEPS, norm=n, eps=eps, seed=0, n_target_classes=TARGETS, device="cpu"),
+        "fab-t": FABAttack_PT(model, norm=n, n_iter=STEPS, eps=eps, seed=0, targeted=True, n_target_classes=TARGETS,
+                              device="cpu"),
+        "square": SquareAttack(model, norm=n, n_queries=QUERIES, eps=eps, seed=0, p_init=0.8, resc_schedule=False,
+                               device="cpu"),
+    }
+    with torch.no_grad():
+        rob = model(x).argmax(1) == y
+    out = {}
+    for name, atk in attacks.items():
+        idx = torch.nonzero(rob).flatten()
+        if len(idx):
+            adv = atk.perturb(x[idx].clone(), y[idx].clone())
+            with torch.no_grad():
+                rob[idx[model(adv).argmax(1) != y[idx]]] = False
+        out[name] = rob.clone()
+    return out
+
+
+def _robrep_stages(model, x, y, norm: str, eps: float) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        ok = model(x).argmax(1) == y
+    idx = torch.nonzero(ok).flatten()
+    r = run_protocol("autoattack-standard", model, x[idx], y[idx], robrep.threat(norm, eps), seed=0, steps=STEPS,
+                     targets=TARGETS, queries=QUERIES)
+    out = {}
+    for name, broke in r.stages:
+        rob = ok.clone()
+        rob[idx] = ~broke
+        out[name] = rob
+    return out
+
+
+@pytest.mark.parametrize("case", [("mnist", "linf", 0.3), ("fmnist", "linf", 0.1), ("fmnist", "l2", 1.5)])
+def test_standard_agrees_with_pyautoattack_per_stage(request, case) -> None:
+    pytest.importorskip("pyautoattack")
+    name, norm, eps = case
+    model, te = request.getfixturevalue(f"{name}_model")
+    x, y = _images(te, 100, model)
+    ref = _reference_stages(model, x, y, norm, eps)
+    ours = _robrep_stages(model, x, y, norm, eps)
+    accs = []
+    for stage in ("apgd-ce", "apgd-t", "fab-t", "square"):
+        a, b = ours[stage].float().mean().item(), ref[stage].float().mean().item()
+        accs.append(a)
+        assert abs(a - b) <= 0.003 + 1e-9, (stage, a, b)
+        assert (ours[stage] == ref[stage]).float().mean() >= 0.98, stage
+    assert accs[0] > 0.05, "the model is robust enough for the later stages to matter"
+
+
+# --- closed forms on a linear classifier ----------------------------------------------------
+
+
+def _linear_case(norm: str, n: int = 64, d: int = 100, c: int = 5, seed: int = 0):  # type: ignore[no-untyped-def]
+    """A linear classifier, points in [0.4, 0.6]^d (the box binds only beyond distance 0.4) and
+    their exact minimal adversarial distance ``min_j (z_y - z_j) / ||w_y - w_j||_*``."""
+    g = torch.Generator().manual_seed(seed)
+    lin = nn.Linear(d, c)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(c, d, generator=g))
+        lin.bias.copy_(-0.5 * lin.weight.sum(1))  # all logits equal at the box centre: boundaries nearby
+    model = nn.Sequential(nn.Flatten(), lin).eval()
+    x = (0.4 + 0.2 * torch.rand(n, 1, 10, d // 10, generator=g))
+    with torch.no_grad():
+        z = model(x)
+    y = z.argmax(1)
+    w = lin.weight.detach()
+    q = 1 if norm == "linf" else 2
+    dist = torch.full((n,), float("inf"))
+    for j in range(c):
+        dw = (w[y] - w[j]).norm(p=q, dim=1)
+        dj = (z[torch.arange(n), y] - z[:, j]) / dw
+        dist = torch.where(y == j, dist, torch.minimum(dist, dj))
+    return model, x, y, dist
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fab_t_finds_the_minimal_distance_of_a_linear_classifier(norm: str) -> None:
+    model, x, y, dist = _linear_case(norm)
+    # a radius below every minimal distance: no target class stops the search, so the smallest
+    # distance FAB-T finds over all C - 1 targets is compared with the closed form
+    thr = robrep.threat(norm, 0.5 * float(dist.min()))
+    r = fab_t(model, x, y, thr, steps=100, targets=4, early_exit=False)
+    assert not r.success.any()
+    assert torch.isfinite(r.loss).all()
+    assert torch.all(r.loss >= dist * (1 - 1e-4))  # nothing closer than the minimum exists
+    assert torch.all(r.loss <= dist * 1.01 + 1e-6), (r.loss / dist).max()  # 1e-6: float32 resolution near 0.5
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_untargeted_fab_finds_the_minimal_distance_of_a_linear_classifier(norm: str) -> None:
+    """Untargeted FAB follows the nearest linearized boundary: exact on a linear model."""
+    model, x, y, dist = _linear_case(norm, seed=3)
+    thr = robrep.threat(norm, 0.5 * float(dist.min()))
+    r = fab(model, x, y, thr, steps=100, restarts=2, early_exit=False, generator=torch.Generator().manual_seed(0))
+    assert not r.success.any()
+    assert torch.all(r.loss >= dist * (1 - 1e-4))
+    assert torch.all(r.loss <= dist * 1.01 + 1e-6), (r.loss / dist).max()  # 1e-6: float32 resolution near 0.5
+
+
+def test_autoattack_plus_is_sound_and_complete_on_a_linear_classifier() -> None:
+    model, x, y, dist = _linear_case("linf", seed=4)
+    eps = float(dist.median())
+    thr = robrep.threat("linf", eps)
+    r = run_protocol("autoattack-plus", model, x, y, thr, seed=0, steps=20, restarts=1, targets=4, queries=30)
+    assert [s for s, _ in r.stages] == ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
+    assert r.success[dist < 0.95 * eps].all() and not r.success[dist > eps].any()
+    assert thr.contains(r.x_adv, x, tol=1e-5).all()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("attack", ["apgd-t", "fab-t", "autoattack-standard", "fast"])
+def test_white_box_attacks_break_exactly_the_points_within_eps(norm: str, attack: str) -> None:
+    model, x, y, dist = _linear_case(norm, seed=1)
+    eps = float(dist.median())
+    thr = robrep.threat(norm, eps)
+    kw = {"autoattack-standard": {"queries": 50, "seed": 0}, "fast": {"seed": 0, "targets": 4},
+          "apgd-t": {"targets": 4}, "fab-t": {"targets": 4}}[attack]
+    r = robrep.create_attack(attack, **kw)(model, x, y, thr, generator=torch.Generator().manual_seed(0))
+    assert r.success[dist < 0.95 * eps].all()
+    assert not r.success[dist > eps].any()
+    assert thr.contains(r.x_adv, x, tol=1e-5).all()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_ce_is_sound_and_breaks_most_points_within_eps(norm: str) -> None:
+    """Cross-entropy is not the margin: its maximum in the ball may stay correctly classified, so
+    APGD-CE alone is not complete (the targeted stages are); it must never break a point beyond
+    its minimal distance."""
+    model, x, y, dist = _linear_case(norm, seed=1)
+    eps = float(dist.median())
+    r = apgd_cascade(model, x, y, robrep.threat(norm, eps), generator=torch.Generator().manual_seed(0))
+    assert not r.success[dist > eps].any()
+    assert r.success[dist < 0.95 * eps].float().mean() >= 0.75
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_square_never_breaks_a_point_beyond_its_minimal_distance(norm: str) -> None:
+    model, x, y, dist = _linear_case(norm, seed=2)
+    eps = float(dist.median())
+    thr = robrep.threat(norm, eps)
+    r = square(model, x, y, thr, queries=300, generator=torch.Generator().manual_seed(0))
+    assert not r.success[dist > eps].any()
+    assert r.success[dist < 0.5 * eps].float().mean() > 0.5  # and it does find the easy ones
+    assert thr.contains(r.x_adv, x, tol=1e-5).all()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_hyperplane_box_projection_is_minimal_and_feasible(norm: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(50, 30, generator=g)
+    w = torch.randn(50, 30, generator=g)
+    b = (w * p).sum(1) + 0.3 * torch.randn(50, generator=g)
+    d = project_hyperplane_box(p, w, b, norm)
+    assert torch.allclose((w * (p + d)).sum(1), b, atol=1e-4)
+    assert ((p + d) >= -1e-6).all() and ((p + d) <= 1 + 1e-6).all()
+    # without the box the minimal step is |c| / ||w||_*; the box can only make it longer
+    c = (b - (w * p).sum(1)).abs()
+    q = 1 if norm == "linf" else 2
+    free = c / w.norm(p=q, dim=1)
+    nd = d.abs().max(1)[0] if norm == "linf" else d.norm(dim=1)
+    assert (nd >= free - 1e-5).all()
+    unbound = ((p + d) > 1e-6).all(1) & ((p + d) < 1 - 1e-6).all(1)
+    assert torch.allclose(nd[unbound], free[unbound], rtol=1e-4)
+
+
+# --- flags ---------------------------------------------------------------------------------
+
+
+class _Noisy(nn.Module):
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + 0.5 * torch.randn(x.shape[0], 10)
+
+
+class _Quantized(nn.Module):
+    """Rounds the input to 8 bits first (the clean images are 8-bit already): same predictions,
+    zero input gradient everywhere."""
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(torch.round(x * 255) / 255)
+
+
+def test_randomized_model_is_refused_by_deterministic_protocols_and_flagged_by_rand(mnist_model) -> None:
+    model, te = mnist_model
+    x, y = _images(te, 40, model)
+    noisy = _Noisy(model)
+    with pytest.raises(InputError, match="randomized-output.*autoattack-rand"):
+        robrep.evaluate(noisy, (x, y), threat=robrep.threat("linf", 0.3), attack="autoattack-standard")
+    res = robrep.evaluate(noisy, (x, y), threat=robrep.threat("linf", 0.3), attack="autoattack-rand",
+                          attack_kwargs={"steps": 5, "eot_iter": 2})
+    assert "randomized-output" in [f["code"] for f in res.flags]
+
+
+def test_quantized_model_raises_the_gradient_and_black_box_flags(mnist_model) -> None:
+    model, te = mnist_model
+    x, y = _images(te, 100, model)
+    res = robrep.evaluate(_Quantized(model), (x, y), threat=robrep.threat("linf", 0.3), attack="autoattack-standard",
+                          attack_kwargs={"steps": 5, "targets": 1, "queries": 200})
+    codes = [f["code"] for f in res.flags]
+    assert "zero-gradients" in codes
+    assert "black-box-beats-white-box" in codes, res.stages
+    assert res.stages["square"] < res.stages["fab-t"] - 0.002
+    for f in res.flags:
+        assert f["meaning"] and f["action"]
+
+
+@pytest.mark.parametrize("case", [("mnist", "linf", 0.3), ("fmnist", "linf", 0.1)])
+def test_plain_trained_models_raise_no_flag(request, case) -> None:
+    name, norm, eps = case
+    model, te = request.getfixturevalue(f"{name}_model")
+    x, y = _images(te, 100, model)
+    res = robrep.evaluate(model, (x, y), threat=robrep.threat(norm, eps), attack="autoattack-standard",
+                          attack_kwargs={"steps": STEPS, "targets": TARGETS, "queries": QUERIES})
+    assert res.flags == (), res.flags
+    assert list(res.stages) == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
+    vals = list(res.stages.values())
+    assert all(b <= a for a, b in zip(vals, vals[1:]))
+    assert res.robust_accuracy == pytest.approx(vals[-1])
+    assert eps_curve_flag([(0.0, res.clean_accuracy), (eps, res.robust_accuracy)]) is None
+
+
+def test_eps_and_clean_flags_fire_on_their_patterns_only() -> None:
+    f = eps_curve_flag([(0.0, 0.9), (0.1, 0.5), (0.2, 0.6)])
+    assert f is not None and f.code == "robust-rises-with-eps" and f.value == pytest.approx(0.1)
+    assert eps_curve_flag([(0.0, 0.9), (0.1, 0.5), (0.2, 0.5)]) is None
+    f = clean_below_robust_flag({0: 0.5, 1: 0.9}, {0: 0.6, 1: 0.8})
+    assert f is not None and f.code == "clean-below-robust" and f.value == pytest.approx(0.1)
+    assert clean_below_robust_flag({0: 0.5}, {0: 0.5}) is None
+
+
+# --- properties ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_protocols_deterministic_under_a_seed_and_inside_the_ball(mnist_model, norm: str) -> None:
+    model, te = mnist_model
+    x, y = _images(te, 30, model)
+    thr = robrep.threat(norm, 0.3 if norm == "linf" else 1.5)
+    a = run_protocol("autoattack-standard", model, x, y, thr, seed=3, steps=5, targets=2, queries=40)
+    b = run_protocol("autoattack-standard", model, x, y, thr, seed=3, steps=5, targets=2, queries=40)
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.success, b.success)
+    assert thr.contains(a.x_adv, x, tol=1e-6).all()
+    assert a.x_adv.min() >= 0 and a.x_adv.max() <= 1
+    with torch.no_grad():
+        assert torch.equal(model(a.x_adv).argmax(1) != y, a.success)  # every success is a real misclassification
+
+
+def test_robust_accuracy_non_increasing_in_eps(mnist_model) -> None:
+    model, te = mnist_model
+    x, y = _images(te, 60, model)
+    accs = [robrep.evaluate(model, (x, y), threat=robrep.threat("linf", e), attack="autoattack-standard",
+                            attack_kwargs={"steps": 5, "targets": 2, "queries": 30}).robust_accuracy
+            for e in (0.05, 0.15, 0.3)]
+    assert all(b <= a for a, b in zip(accs, accs[1:])), accs
+    assert accs[-1] < accs[0]
+
+
+def test_early_exit_keeps_every_verdict(mnist_model) -> None:
+    model, te = mnist_model
+    x, y = _images(te, 40, model)
+    thr = robrep.threat("linf", 0.3)
+    for fn in (apgd_cascade, apgd_t):
+        kw = {"targets": 2} if fn is apgd_t else {}
+        a = fn(model, x, y, thr, steps=10, early_exit=True, generator=torch.Generator().manual_seed(0), **kw)
+        b = fn(model, x, y, thr, steps=10, early_exit=False, generator=torch.Generator().manual_seed(0), **kw)
+        assert torch.equal(a.success, b.success)
+    a = fab_t(model, x, y, thr, steps=10, targets=2, early_exit=True)
+    b = fab_t(model, x, y, thr, steps=10, targets=2, early_exit=False)
+    assert torch.equal(a.success, b.success)
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+def test_target_count_above_classes_is_clipped_with_a_note(mnist_model) -> None:
+    model, te = mnist_model
+    x, y = _images(te, 20, model)
+    r = run_protocol("autoattack-standard", model, x, y, robrep.threat("linf", 0.3), seed=0, steps=3, targets=15,
+                     queries=10)
+    assert any("15 target classes" in n and "used 9" in n for n in r.notes)
+
+
+def test_bad_budgets_and_non_finite_logits_raise(mnist_model) -> None:
+    model, te = mnist_model
+    x, y = _images(te, 10, model)
+    thr = robrep.threat("linf", 0.3)
+    with pytest.raises(InputError, match="query budget"):
+        square(model, x, y, thr, queries=0)
+    with pytest.raises(InputError, match="query budget"):
+        run_protocol("autoattack-standard", model, x, y, thr, queries=-5)
+
+    class NaNModel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.base = model
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.base(t) * float("nan")
+
+    with pytest.raises(InputError, match="non-finite logits"):
+        robrep.evaluate(NaNModel(), (x, y), threat=thr, attack="autoattack-standard")
+    with pytest.raises(InputError, match="linf and l2"):
+        run_protocol("fast", model, x, y, robrep.threat("l1", 5.0))
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, mnist_model, capsys) -> None:
+    from robrep.cli import main
+
+    model, _ = mnist_model
+    ck = tmp_path / "m.safetensors"
+    rm = robrep.create_model("linear", num_classes=10, input_shape=(1, 28, 28))
+    robrep.save_model(ck, rm, {"dataset": "mnist"})
+    for argv in (["eval", "--checkpoint", str(ck), "--eps", "8", "--attack", "autoattack-standard", "--n", "5"],
+                 ["eval", "--checkpoint", str(ck), "--eps", "0.3", "--attack", "autoattack-standard", "--queries", "0",
+                  "--n", "5"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0], err
