@@ -108,6 +108,17 @@ def test_certify_two_ranks_equal_one_rank_and_resume_across_world_sizes(tiny_che
     assert json.loads((tmp_path / "two" / "result.json").read_text())["chunks_resumed"] == 2
 
 
+def test_eval_two_ranks_equal_one_rank(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    args = ["eval", "--checkpoint", str(tiny_checkpoint), "--dataset", "demo", "--attack", "pgd", "--eps", "0.1",
+            "--steps", "3", "--num-images", "40", "--chunk-size", "10", "--quiet", "--device", "cpu"]
+    one = _robrep([*args, "--out", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _robrep([*args, "--out", str(tmp_path / "two")], ranks=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert _result(tmp_path / "two") == _result(tmp_path / "one")
+    assert json.loads((tmp_path / "one" / "result.json").read_text())["robust_accuracy"] is not None
+
+
 def test_distributed_refusals_are_one_line_and_every_rank_fails(tiny_checkpoint: Path, tmp_path: Path) -> None:
     first = _robrep(_certify(tiny_checkpoint, tmp_path / "run"), ranks=2)
     assert first.returncode == 0, first.stderr[-3000:]
