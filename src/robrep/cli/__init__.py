@@ -37,7 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from .. import runtime
         from ..threats import check_eps_units
+
+        runtime.configure_threads(getattr(args, "threads", None))
+        if getattr(args, "precision", None) is not None:
+            runtime.set_precision(args.precision)
 
         # only commands with a threat model (--norm) take eps in pixel units; `semantic --eps` is a
         # transform parameter (rotation: degrees) and `synbench --eps` has its own scale

@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         kw["steps"] = 20
     if args.step_size is not None:
         kw["step_size"] = args.step_size
+    if args.precision != "fp32" and thr is not None:  # fp32: the attack itself, as before
+        kw["precision"] = args.precision
     chunk = args.chunk_size if args.chunk_size is not None else (500 if args.out else None)
     res = evaluate(model, data, threat=thr, attack=args.attack, attack_kwargs=kw, batch_size=args.batch_size, n=args.n,
                    seed=args.seed, show_progress=not args.quiet, chunk_size=chunk, out=args.out, resume=args.resume,
