@@ -41,6 +41,11 @@ from .pgd import AttackResult, Tracker, default_step_size
 __all__ = ["Bf16Model", "with_precision", "failing_layer", "recheck_fp32"]
 
 
+def _pop(stack: list[str]) -> None:  # a forward hook must return None (else it replaces the output)
+    if stack:
+        stack.pop()
+
+
 def failing_layer(model: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> str | None:
     """The name of the innermost module whose forward raises under ``dtype`` autocast on ``x``
     (``""`` for the model itself), or None when the forward pass runs."""
@@ -48,7 +53,7 @@ def failing_layer(model: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.
     handles = []
     for name, mod in model.named_modules():
         handles.append(mod.register_forward_pre_hook(lambda m, i, _n=name: stack.append(_n)))
-        handles.append(mod.register_forward_hook(lambda m, i, o: stack.pop() if stack else None))
+        handles.append(mod.register_forward_hook(lambda m, i, o: _pop(stack)))
     try:
         with torch.no_grad(), torch.autocast(x.device.type, dtype=dtype):
             model(x)
@@ -236,6 +241,8 @@ def with_precision(
         kw = {**kw, "check": False}
         fast: nn.Module = _ChannelsLastView(model) if (channels_last and x.ndim == 4) else model
         x_in = x.contiguous(memory_format=torch.channels_last) if (channels_last and x.ndim == 4) else x
+        gen = kw.get("generator")
+        gen_state = gen.get_state() if gen is not None else None
         try:
             with torch.autocast(x.device.type, dtype=torch.bfloat16):
                 res = attack(fast, x_in, target, threat, **kw)
@@ -247,6 +254,8 @@ def with_precision(
             if precision == "bf16":
                 raise InputError(f"{msg}; run with --precision fp32") from e
             _warn_once("autocast-fallback", f"{msg}; precision auto falls back to fp32 for this model")
+            if gen is not None:
+                gen.set_state(gen_state)  # the same random draws as a float32 run
             return attack(model, x, target, threat, **kw)
         loss = _attack_loss(attack, kw)
         targeted = bool(_attack_kw(attack, kw, "targeted", False))
