@@ -43,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         runtime.configure_threads(getattr(args, "threads", None))
         if getattr(args, "precision", None) is not None:
             runtime.set_precision(args.precision)
+            if args.precision == "bf16":  # say so before any work when the hardware lacks bf16
+                from .common import device_of
+
+                runtime.resolve_precision("bf16", device_of(getattr(args, "device", "auto")))
 
         # only commands with a threat model (--norm) take eps in pixel units; `semantic --eps` is a
         # transform parameter (rotation: degrees) and `synbench --eps` has its own scale
