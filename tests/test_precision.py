@@ -261,3 +261,15 @@ def test_no_warnings_on_the_fp32_path() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         create_attack("pgd", steps=1, precision="fp32")(m, x, y, robrep.threat("linf", 0.1))
+
+
+def test_cascade_and_bad_images_through_the_wrapper() -> None:
+    m = _model(scale=1.0)
+    x, y = _own_labels(m, 8)
+    thr = robrep.threat("linf", 0.01)
+    res = create_attack("apgd", steps=2, precision="auto")(m, x, y, thr, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(res.success, m(res.x_adv).argmax(1) != y)
+    assert bool(thr.contains(res.x_adv, x).all())
+    with pytest.raises(InputError, match=r"\[0,1\]"):
+        create_attack("pgd", steps=1, precision="auto")(m, x * 2, y, thr)

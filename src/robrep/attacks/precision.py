@@ -32,7 +32,6 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..models.base import check_images
 from ..runtime import PRECISIONS, _warn_once, resolve_precision
 from ..threats import ThreatModel
 from .losses import AttackLoss, get_loss, is_classification_loss
@@ -236,9 +235,6 @@ def with_precision(
         mode = resolve_precision(precision, x.device)
         if mode == "fp32":
             return attack(model, x, target, threat, **kw)
-        if kw.get("check", True):
-            check_images(x, model)
-        kw = {**kw, "check": False}
         fast: nn.Module = _ChannelsLastView(model) if (channels_last and x.ndim == 4) else model
         x_in = x.contiguous(memory_format=torch.channels_last) if (channels_last and x.ndim == 4) else x
         gen = kw.get("generator")
