@@ -42,7 +42,6 @@ from robrep.attacks import create_attack, pgd  # noqa: E402
 from robrep.attacks.precision import Bf16Model  # noqa: E402
 from robrep.models import create_model  # noqa: E402
 
-
 DEV = torch.device("cpu")
 
 
@@ -103,6 +102,51 @@ def torchattacks_pgd(model: torch.nn.Module, eps: float, steps: int) -> Any:
     return torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True)
 
 
+def _eval_case(args: argparse.Namespace, results: dict[str, Any], name: str, model: torch.nn.Module, x: torch.Tensor,
+               y: torch.Tensor, eps: float) -> None:
+    thr = robrep.threat("linf", eps)
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    auto = create_attack("pgd", steps=10, precision="auto")
+
+    def run_auto() -> torch.Tensor:
+        return ~auto(model, x, y, thr, generator=torch.Generator(DEV).manual_seed(0)).success
+
+    def run_fp32() -> torch.Tensor:
+        return ~pgd(model, x, y, thr, steps=10, generator=torch.Generator(DEV).manual_seed(0)).success
+
+    fns = {"robrep auto": run_auto, "robrep fp32": run_fp32}
+    try:
+        ta = torchattacks_pgd(model, eps, 10)
+
+        def run_ta() -> torch.Tensor:
+            torch.manual_seed(0)
+            xa = ta(x, y)
+            with torch.no_grad():
+                return model(xa).argmax(1) == y
+
+        import torchattacks
+
+        fns[f"torchattacks {torchattacks.__version__} fp32"] = run_ta
+    except Exception as e:  # pragma: no cover - optional peer
+        print(f"torchattacks skipped: {type(e).__name__}: {e}")
+    t = timed_rounds(fns, args.repeats)
+    ref_w, ref_c = median(t["robrep auto"]["wall"]), median(t["robrep auto"]["cpu"])
+    rows = []
+    for k, v in t.items():
+        w, c = median(v["wall"]), median(v["cpu"])
+        rob = float((v["result"] & correct).float().mean())
+        rows.append([k, w, c, w / ref_w, c / ref_c, rob])
+    print(f"\n### PGD-10 robust-accuracy evaluation: {name}, batch {len(y)}, linf {eps:g}, "
+          f"clean accuracy {float(correct.float().mean()):.3f}\n")
+    print(markdown_table(["implementation", "wall s", "CPU s", "wall x auto", "CPU x auto", "robust acc."], rows))
+    accs = {r[0]: r[5] for r in rows}
+    ok = accs["robrep auto"] <= min(accs.values()) + 0.003 + 1e-9
+    print(f"\nrobrep auto's robust accuracy within +0.3 points of every fp32 implementation: {'yes' if ok else 'NO'}")
+    results.setdefault("eval", []).append({"case": name, "batch": len(y), "eps": eps, "rows": rows,
+                                           "raw": {k: {"wall": v["wall"], "cpu": v["cpu"]} for k, v in t.items()}})
+
+
 def bench_eval(args: argparse.Namespace, results: dict[str, Any]) -> None:
     cases = []
     if "resnet18" in args.models:
@@ -119,47 +163,7 @@ def bench_eval(args: argparse.Namespace, results: dict[str, Any]) -> None:
         b = 32 if args.quick else args.batch
         cases.append((f"MNIST CNN (small-cnn, {note})", m.to(DEV), x[:b].to(DEV), y[:b].to(DEV), eps))
     for name, model, x, y, eps in cases:
-        thr = robrep.threat("linf", eps)
-        with torch.no_grad():
-            correct = model(x).argmax(1) == y
-        auto = create_attack("pgd", steps=10, precision="auto")
-
-        def run_auto() -> torch.Tensor:
-            return ~auto(model, x, y, thr, generator=torch.Generator(DEV).manual_seed(0)).success
-
-        def run_fp32() -> torch.Tensor:
-            return ~pgd(model, x, y, thr, steps=10, generator=torch.Generator(DEV).manual_seed(0)).success
-
-        fns = {"robrep auto": run_auto, "robrep fp32": run_fp32}
-        try:
-            ta = torchattacks_pgd(model, eps, 10)
-
-            def run_ta() -> torch.Tensor:
-                torch.manual_seed(0)
-                xa = ta(x, y)
-                with torch.no_grad():
-                    return model(xa).argmax(1) == y
-
-            import torchattacks
-
-            fns[f"torchattacks {torchattacks.__version__} fp32"] = run_ta
-        except Exception as e:  # pragma: no cover - optional peer
-            print(f"torchattacks skipped: {type(e).__name__}: {e}")
-        t = timed_rounds(fns, args.repeats)
-        ref_w, ref_c = median(t["robrep auto"]["wall"]), median(t["robrep auto"]["cpu"])
-        rows = []
-        for k, v in t.items():
-            w, c = median(v["wall"]), median(v["cpu"])
-            rob = float((v["result"] & correct).float().mean())
-            rows.append([k, w, c, w / ref_w, c / ref_c, rob])
-        print(f"\n### PGD-10 robust-accuracy evaluation: {name}, batch {len(y)}, linf {eps:g}, "
-              f"clean accuracy {float(correct.float().mean()):.3f}\n")
-        print(markdown_table(["implementation", "wall s", "CPU s", "wall x auto", "CPU x auto", "robust acc."], rows))
-        accs = {r[0]: r[5] for r in rows}
-        ok = accs["robrep auto"] <= min(accs.values()) + 0.003 + 1e-9
-        print(f"\nrobrep auto's robust accuracy within +0.3 points of every fp32 implementation: {'yes' if ok else 'NO'}")
-        results.setdefault("eval", []).append({"case": name, "batch": len(y), "eps": eps, "rows": rows,
-                                               "raw": {k: {"wall": v["wall"], "cpu": v["cpu"]} for k, v in t.items()}})
+        _eval_case(args, results, name, model, x, y, eps)
 
 
 def bench_train(args: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -191,31 +195,34 @@ def bench_train(args: argparse.Namespace, results: dict[str, Any]) -> None:
     results["train"] = {"batches": nb, "batch": bs, "rows": rows}
 
 
-def bench_certify(args: argparse.Namespace, results: dict[str, Any]) -> None:
+def _certify_case(args: argparse.Namespace, results: dict[str, Any], arch: str, shape: tuple[int, ...], n: int) -> None:
     from robrep.certify.smoothing import sample_counts
 
+    torch.manual_seed(0)
+    m = create_model(arch, num_classes=10, input_shape=shape).eval().to(DEV)
+    w = Bf16Model(m).eval()
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(2)).to(DEV)
+    nn_ = n if arch == "small-cnn" else max(n // 10, 200)
+
+    def counts(model: torch.nn.Module) -> torch.Tensor:
+        return sample_counts(model, x, 0.25, nn_, batch_size=min(nn_, 1000), generator=torch.Generator(DEV).manual_seed(0))
+
+    t = timed_rounds({"bf16 (Bf16Model)": lambda: counts(w), "fp32": lambda: counts(m)}, args.repeats)
+    c16, c32 = t["bf16 (Bf16Model)"]["result"], t["fp32"]["result"]
+    rows = [[k, nn_ / median(v["wall"]), nn_ / median(v["cpu"]), median(t["fp32"]["wall"]) / median(v["wall"]),
+             median(t["fp32"]["cpu"]) / median(v["cpu"])] for k, v in t.items()]
+    print(f"\n### Smoothing noise passes: {arch} {shape}, {nn_} samples per image, sigma 0.25\n")
+    print(markdown_table(["precision", "samples/s (wall)", "samples/s (CPU)", "x fp32 (wall)", "x fp32 (CPU)"], rows))
+    print(f"\ntop class fp32 {int(c32.argmax())} ({int(c32.max())}/{nn_}) vs bf16 {int(c16.argmax())} ({int(c16.max())}/{nn_}); "
+          f"counts differing: {int((c32 - c16).abs().sum()) // 2}")
+    results.setdefault("certify", []).append({"arch": arch, "samples": nn_, "rows": rows})
+
+
+def bench_certify(args: argparse.Namespace, results: dict[str, Any]) -> None:
     n = 500 if args.quick else args.cert_samples
     for arch, shape in (("small-cnn", (1, 28, 28)), ("resnet18", (3, 32, 32))):
-        if arch not in args.models:
-            continue
-        torch.manual_seed(0)
-        m = create_model(arch, num_classes=10, input_shape=shape).eval().to(DEV)
-        w = Bf16Model(m).eval()
-        x = torch.rand(*shape, generator=torch.Generator().manual_seed(2)).to(DEV)
-        nn_ = n if arch == "small-cnn" else max(n // 10, 200)
-
-        def counts(model: torch.nn.Module) -> torch.Tensor:
-            return sample_counts(model, x, 0.25, nn_, batch_size=min(nn_, 1000), generator=torch.Generator(DEV).manual_seed(0))
-
-        t = timed_rounds({"bf16 (Bf16Model)": lambda: counts(w), "fp32": lambda: counts(m)}, args.repeats)
-        c16, c32 = t["bf16 (Bf16Model)"]["result"], t["fp32"]["result"]
-        rows = [[k, nn_ / median(v["wall"]), nn_ / median(v["cpu"]), median(t["fp32"]["wall"]) / median(v["wall"]),
-                 median(t["fp32"]["cpu"]) / median(v["cpu"])] for k, v in t.items()]
-        print(f"\n### Smoothing noise passes: {arch} {shape}, {nn_} samples per image, sigma 0.25\n")
-        print(markdown_table(["precision", "samples/s (wall)", "samples/s (CPU)", "x fp32 (wall)", "x fp32 (CPU)"], rows))
-        print(f"\ntop class fp32 {int(c32.argmax())} ({int(c32.max())}/{nn_}) vs bf16 {int(c16.argmax())} ({int(c16.max())}/{nn_}); "
-              f"counts differing: {int((c32 - c16).abs().sum()) // 2}")
-        results.setdefault("certify", []).append({"arch": arch, "samples": nn_, "rows": rows})
+        if arch in args.models:
+            _certify_case(args, results, arch, shape, n)
 
 
 def main() -> None:

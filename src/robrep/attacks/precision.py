@@ -109,25 +109,40 @@ class _Bf16Copy(nn.Module):
 
 
 class Bf16Model(nn.Module):
-    """``model`` computed in bfloat16 autocast (channels-last where it has 4-D weights), with
-    float32 outputs: ``Bf16Model(model)(x) = float(model_bf16(x))``.
+    """``model`` computed in bfloat16 with float32 outputs: a bf16 copy of its weights
+    (channels-last where 4-D) applied to the bf16-cast input, ``Bf16Model(model)(x) =
+    float(model_bf16(bf16(x)))``. The copy is taken at construction: build the wrapper after
+    training. Where a layer rejects bf16 inputs, it runs ``model`` under bf16 autocast instead.
 
     This is another function than ``model``: logits differ from float32 ones by bf16 rounding
     (a few 1e-3 relative), so near-ties can change the predicted class. Randomized smoothing run
     on it (``robrep certify --precision bf16``) certifies the smoothed version of *this*
-    classifier: the guarantee holds for predictions computed the same way (bf16 autocast), not
-    for the float32 model. The wrapped model is a registered submodule (``model``), so run
+    classifier: the guarantee holds for predictions computed the same way (in bf16), not for
+    the float32 model. The wrapped model is a registered submodule (``model``), so run
     fingerprints of the wrapper differ from those of the float32 model."""
 
     def __init__(self, model: nn.Module, channels_last: bool = True) -> None:
         super().__init__()
         self.model = model
-        self._view = [_ChannelsLastView(model)] if channels_last else None
+        try:
+            self._copy: list[nn.Module] = [_Bf16Copy(model, channels_last)]
+        except Exception:  # not copyable: autocast
+            self._copy = []
+
+    def train(self, mode: bool = True) -> Bf16Model:
+        super().train(mode)
+        for c in self._copy:
+            c.train(mode)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        net = self._view[0] if (self._view is not None and x.ndim == 4) else self.model
+        if self._copy:
+            try:
+                return self._copy[0](x)
+            except RuntimeError:
+                self._copy = []
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            out = net(x)
+            out = self.model(x)
         return out.float()
 
 
