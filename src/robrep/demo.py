@@ -164,8 +164,8 @@ class _Stages:
         self.cpu_seconds[stage] = round(time.process_time() - c, 2)
 
 
-def _accuracy(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes, seed: int) -> dict[str, Any]:
-    ak = {"steps": s.eval_steps}
+def _accuracy(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes, seed: int, precision: str = "fp32") -> dict[str, Any]:
+    ak: dict[str, Any] = {"steps": s.eval_steps, **({"precision": precision} if precision != "fp32" else {})}
     ev = evaluate(model, te, threat=thr, attack="pgd", attack_kwargs=ak, seed=seed)
     curve = [[0.0, ev.clean_accuracy]]
     for e in sorted(set(s.curve_eps) | {thr.eps}):
@@ -305,10 +305,15 @@ def _pictures(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes,
 
 
 def _run_model(name: str, objective: str, run_dir: Path, tr: ImageData, te: ImageData, thr: ThreatModel, s: DemoSizes, *,
-               fast: bool, device: str, seed: int, show_progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
+               fast: bool, device: str, seed: int, show_progress: bool, log: Callable[[str], None],
+               precision: str = "fp32") -> dict[str, Any]:
     """Train one model into ``run_dir``, measure it, write its metrics.json and record.json."""
+    from .runtime import resolve_precision
+
+    bf16 = resolve_precision(precision, "cuda" if device == "auto" and torch.cuda.is_available() else
+                             ("cpu" if device == "auto" else device)) == "bf16"
     cfg = TrainConfig(model="small-cnn", dataset="demo", objective=objective, eps=DEMO_EPS if objective != "standard" else 0.0,
-                      epochs=s.epochs, batch_size=64, lr=0.05, seed=seed, device=device, eval_n=0,
+                      epochs=s.epochs, batch_size=64, lr=0.05, seed=seed, device=device, eval_n=0, amp=bf16, channels_last=bf16,
                       objective_kwargs={"steps": s.train_attack_steps} if objective == "pgd" else {})
     stage = _Stages(name, log)
     with stage(f"training ({objective}, {s.epochs} epochs)"):
@@ -318,7 +323,7 @@ def _run_model(name: str, objective: str, run_dir: Path, tr: ImageData, te: Imag
     metrics: dict[str, Any] = {}
     details: dict[str, Any] = {}
     with stage("accuracy and robust accuracy"):
-        metrics.update(_accuracy(model, te, thr, s, seed))
+        metrics.update(_accuracy(model, te, thr, s, seed, precision))
     metrics["train_seconds"] = res.seconds
     with stage("representation vulnerability"):
         m, details["vulnerability"] = _vulnerability(model, te, thr, s, seed, show_progress)
@@ -346,7 +351,8 @@ def _run_model(name: str, objective: str, run_dir: Path, tr: ImageData, te: Imag
 
 
 def run_demo(out: str | Path = "robrep-demo", *, fast: bool = False, device: str = "auto", seed: int = 0,
-             show_progress: bool = True, log: Callable[[str], None] | None = None, sizes: DemoSizes | None = None) -> DemoResult:
+             show_progress: bool = True, log: Callable[[str], None] | None = None, sizes: DemoSizes | None = None,
+             precision: str = "fp32", threads: int | None = None) -> DemoResult:
     """Run the demo into ``out`` and return where its report is.
 
     Args:
@@ -357,10 +363,16 @@ def run_demo(out: str | Path = "robrep-demo", *, fast: bool = False, device: str
         show_progress: progress bars on stderr.
         log: one-line stage messages (e.g. to stderr).
         sizes: override the preset sizes.
+        precision: ``fp32`` (exact), ``auto`` or ``bf16``: bf16 autocast (channels-last) for training
+            and the robust-accuracy attack, with float32 verdicts (``robrep demo`` uses ``auto``).
+        threads: torch threads (None: keep the process's choice, or pick from the free CPUs:
+            :func:`robrep.runtime.configure_threads`); the choice is logged.
     """
     from .report.html import write_report
+    from .runtime import configure_threads
 
     log = log or (lambda s: None)
+    configure_threads(threads, log=log)
     s = sizes or (FAST if fast else FULL)
     out = Path(out)
     t0 = time.time()
@@ -369,11 +381,12 @@ def run_demo(out: str | Path = "robrep-demo", *, fast: bool = False, device: str
     te = te.head(s.test_n)
     thr = threat("linf", DEMO_EPS)
     runs: dict[str, Path] = {}
-    summary: dict[str, Any] = {"eps": DEMO_EPS, "norm": "linf", "fast": fast, "sizes": asdict(s), "models": {}}
+    summary: dict[str, Any] = {"eps": DEMO_EPS, "norm": "linf", "fast": fast, "sizes": asdict(s), "precision": precision,
+                               "threads": torch.get_num_threads(), "models": {}}
     for name, objective in (("standard", "standard"), ("robust", "pgd")):
         runs[name] = out / name
         summary["models"][name] = _run_model(name, objective, runs[name], tr, te, thr, s, fast=fast, device=device, seed=seed,
-                                             show_progress=show_progress, log=log)
+                                             show_progress=show_progress, log=log, precision=precision)
     summary["seconds"] = time.time() - t0
     atomic_write_json(out / "summary.json", summary)
     report = write_report([runs["standard"], runs["robust"]], out / "report.html", title="robrep demo", notes=_notes(s, fast))

@@ -48,6 +48,9 @@ def environment() -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    from .runtime import settings
+
+    env["runtime"] = settings()  # threads and --precision of this process
     try:
         import torchvision
 

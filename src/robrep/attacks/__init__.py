@@ -14,6 +14,7 @@ from .protocols import (
     list_protocols,
     run_protocol,
 )
+from .precision import with_precision
 from .representation import representation_attack
 from .square import square
 
@@ -48,5 +49,6 @@ __all__ = [
     "pgd_perturb",
     "repr_l2",
     "representation_attack",
+    "with_precision",
     "worst_case",
 ]

@@ -73,6 +73,15 @@ def is_protocol(name: str) -> bool:
 
 def create_attack(name: str, **defaults: Any) -> Attack:
     """An attack by name with default keyword arguments bound: ``create_attack("pgd", steps=50)``,
-    ``create_attack("autoattack-standard")``."""
+    ``create_attack("autoattack-standard")``.
+
+    ``precision="auto"|"bf16"`` (default ``"fp32"``: the attack itself) runs it in bf16 autocast
+    with float32 verdicts and a float32 re-check (:func:`robrep.attacks.precision.with_precision`);
+    ``recheck_steps=`` sets the re-check's length."""
+    from .precision import with_precision
+
+    precision = defaults.pop("precision", "fp32")
+    recheck = {k: defaults.pop(k) for k in ("recheck_steps", "recheck_step_size") if k in defaults}
     fn = ATTACKS.get(name)
-    return functools.partial(fn, **defaults) if defaults else fn
+    fn = functools.partial(fn, **defaults) if defaults else fn
+    return with_precision(fn, precision, **recheck)

@@ -43,7 +43,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from .. import runtime
         from ..threats import check_eps_units
+
+        runtime.configure_threads(getattr(args, "threads", None))
+        if getattr(args, "precision", None) is not None:
+            runtime.set_precision(args.precision)
+            if args.precision == "bf16":  # say so before any work when the hardware lacks bf16
+                from .common import device_of
+
+                runtime.resolve_precision("bf16", device_of(getattr(args, "device", "auto")))
 
         # only commands with a threat model (--norm) take eps in pixel units; `semantic --eps` is a
         # transform parameter (rotation: degrees) and `synbench --eps` has its own scale

@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         kw["step_size"] = args.step_size
     if args.restarts != 1:
         kw["restarts"] = args.restarts
+    if args.precision != "fp32":  # bf16 passes, float32 verdicts (robrep.attacks.precision)
+        kw["precision"] = args.precision
     atk = create_attack(args.attack, **kw)
     res = atk(model, x, y, thr, generator=torch.Generator(device=dev).manual_seed(args.seed))
     with torch.no_grad():

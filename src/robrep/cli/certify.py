@@ -69,6 +69,12 @@ def run(args: argparse.Namespace) -> int:
     x, y = sub.tensors()
     dev = next(model.parameters()).device
     x, y = x.to(dev), y.to(dev)
+    if args.precision == "bf16":  # opt-in: certifies the bf16-computed classifier (auto keeps fp32 here)
+        from ..attacks.precision import Bf16Model
+        from ..runtime import resolve_precision
+
+        resolve_precision("bf16", dev)  # clear error where the hardware lacks bf16
+        model = Bf16Model(model).eval()
     t0 = time.perf_counter()
 
     def progress(j: int) -> None:
@@ -76,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
             log(f"certify: {j + 1}/{len(idx)} images, {time.perf_counter() - t0:.0f}s")
 
     run_ = certify_dataset_resumable(model, x, y, args.sigma, args.out, chunk_size=args.chunk_size, resume=args.resume,
-                                     overwrite=args.overwrite, fingerprint_extra={"dataset": dataset, "split": args.split},
+                                     overwrite=args.overwrite, fingerprint_extra={"dataset": dataset, "split": args.split,
+                                                                          **({"precision": "bf16"} if args.precision == "bf16" else {})},
                                      order=args.order, n0=args.n0, n=args.n, alpha=args.alpha, batch_size=args.batch_size,
                                      seed=args.seed, indices=idx, progress=progress, shard=shard)
     rows, seconds = run_.rows, run_.seconds  # seconds: certification time of all chunks, resumed ones included

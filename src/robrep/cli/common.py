@@ -9,7 +9,7 @@ from typing import Any
 
 from ..io.atomic import to_jsonable
 
-__all__ = ["add_common", "add_threat", "emit", "log", "load_checkpoint_arg", "load_model_arg", "add_checkpoint", "add_model_source"]
+__all__ = ["add_common", "add_runtime", "add_threat", "emit", "log", "load_checkpoint_arg", "load_model_arg", "add_checkpoint", "add_model_source"]
 
 _DOWNLOAD_HELP = ("let torchvision download missing datasets, and tv:/timm:/hf:/open_clip: sources download weights "
                   "missing from the local caches (default: %(default)s)")
@@ -28,6 +28,18 @@ def add_common(p: argparse.ArgumentParser, *, out: bool = True, data: bool = Tru
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_runtime(p)
+
+
+def add_runtime(p: argparse.ArgumentParser) -> None:
+    """``--precision`` and ``--threads`` (applied by :func:`robrep.cli.main`, recorded in run records)."""
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto: bf16 autocast where the hardware has native bf16 (attack verdicts stay float32; "
+                        "certification stays fp32), else fp32; fp32: exact float32 everywhere; bf16: require bf16 "
+                        "(default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: $OMP_NUM_THREADS if set, else the CPUs left free by "
+                        "other jobs, from affinity, cgroup quota and load average)")
 
 
 def setup_shard(args: argparse.Namespace):  # type: ignore[no-untyped-def]

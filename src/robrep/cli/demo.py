@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import emit, log
+from .common import add_runtime, emit, log
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -15,12 +15,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    add_runtime(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    res = run_demo(args.out, fast=args.fast, device=args.device, seed=args.seed, show_progress=not args.quiet, log=log)
+    res = run_demo(args.out, fast=args.fast, device=args.device, seed=args.seed, show_progress=not args.quiet, log=log,
+                   precision=args.precision, threads=args.threads)
     emit(res.summary, args.json, res.table + f"\n\nreport: {res.report}")
     return 0

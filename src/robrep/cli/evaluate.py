@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate
     from ..io.atomic import atomic_write_json
     from ..runs import write_record
+    from ..attacks import is_protocol
     from ..threats import threat
 
     if (args.resume or args.overwrite) and not args.out:
@@ -76,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if eps is None and meta.get("threat"):
         eps, norm = float(meta["threat"]["eps"]), meta["threat"]["norm"]
     thr = threat(norm, eps) if eps is not None and eps != 0 else None  # threat() rejects eps < 0 and NaN
+    if args.precision != "fp32" and thr is not None and not is_protocol(args.attack):  # fp32: the attack itself
+        kw["precision"] = args.precision
     chunk = args.chunk_size if args.chunk_size is not None else (500 if args.out else None)
     res = evaluate(model, data, threat=thr, attack=args.attack, attack_kwargs=kw, batch_size=args.batch_size, n=None,
                    seed=args.seed, show_progress=not args.quiet and shard.is_main, chunk_size=chunk, out=args.out, resume=args.resume,

@@ -71,8 +71,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
     base.update({k: v for k, v in flags.items() if v is not None})
     if args.seed or "seed" not in base:
         base["seed"] = args.seed
-    if args.amp:
+    if args.amp or _bf16(args):
         base["amp"] = True
+        if not args.amp and base.get("channels_last") is None:  # --precision: bf16 runs fastest in NHWC
+            base["channels_last"] = True
     if args.channels_last:
         base["channels_last"] = True
     if args.compile:
@@ -82,6 +84,15 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if args.model_arg:
         base["model_kwargs"] = {**base.get("model_kwargs", {}), **parse_kv(args.model_arg)}
     return TrainConfig.from_dict(base)
+
+
+def _bf16(args: argparse.Namespace) -> bool:
+    """``--precision`` resolved on the training device (auto: bf16 where native; fp32: off)."""
+    from ..runtime import resolve_precision
+    from .common import device_of
+
+    prec = getattr(args, "precision", "fp32")
+    return prec != "fp32" and resolve_precision(prec, device_of(args.device)) == "bf16"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,315 @@
+"""Mixed-precision attacks with exact float32 verdicts.
+
+:func:`with_precision` wraps any attack of the registry signature
+``attack(model, x, target, threat, **kw) -> AttackResult``. With ``bf16`` (or ``auto`` on
+hardware with native bf16) the attack's forward and backward passes run in bfloat16: on a
+bf16 copy of the model's weights in channels-last layout (falling back to bfloat16 autocast,
+which keeps float32 where an op needs it, when a layer rejects bf16 inputs). 2-3x faster on
+CPUs with AMX. The iterates, the projections and the step bookkeeping stay float32 (the input
+gradient arrives in float32).
+Then, in float32:
+
+1. **Verdicts**: every example is re-judged from float32 logits of the attack's best point;
+   a bf16 "success" that float32 does not confirm is not counted.
+2. **Re-check**: every example not broken in float32 gets a short float32 PGD
+   (``recheck_steps`` steps, default 1, with the attack's loss) started from that best point;
+   any float32-confirmed success along the way is kept.
+
+So every reported success is a float32 misclassification (never an artefact of bf16 rounding),
+and the re-check can only add successes to the bf16 attack's. It cannot promise that the bf16
+attack finds every example a float32 attack would (the two trajectories differ after the first
+rounding); on trained models robust accuracy with ``auto`` stays within a few tenths of a point
+of float32's (tests/test_precision.py and ``docs/benchmarks/speed.md``).
+
+``fp32`` returns the attack itself: results are bit-identical to the unwrapped attack.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..runtime import PRECISIONS, _warn_once, resolve_precision
+from ..threats import ThreatModel
+from .losses import AttackLoss, get_loss, is_classification_loss
+from .pgd import AttackResult, Tracker, default_step_size
+
+__all__ = ["Bf16Model", "with_precision", "failing_layer", "recheck_fp32"]
+
+
+def _pop(stack: list[str]) -> None:  # a forward hook must return None (else it replaces the output)
+    if stack:
+        stack.pop()
+
+
+def failing_layer(model: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> str | None:
+    """The name of the innermost module whose forward raises under ``dtype`` autocast on ``x``
+    (``""`` for the model itself), or None when the forward pass runs."""
+    stack: list[str] = []
+    handles = []
+    for name, mod in model.named_modules():
+        handles.append(mod.register_forward_pre_hook(lambda m, i, _n=name: stack.append(_n)))
+        handles.append(mod.register_forward_hook(lambda m, i, o: _pop(stack)))
+    try:
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=dtype):
+            model(x)
+    except Exception:
+        return stack[-1] if stack else ""
+    finally:
+        for h in handles:
+            h.remove()
+    return None
+
+
+class _ChannelsLastView(nn.Module):
+    """The same model with its 4-D parameters as channels-last copies (NHWC): oneDNN's bf16
+    convolutions and GPU tensor cores run fastest in that layout. Shares nothing writable with
+    ``model`` (the copies are detached); used only inside an attack, where no parameter
+    gradient is needed."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.inner = [model]  # a list: not registered as a submodule
+        self.params = {n: (t.detach().contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t.detach())
+                       for n, t in list(model.named_parameters()) + list(model.named_buffers())}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return torch.func.functional_call(self.inner[0], self.params, (x,))
+
+
+class _Bf16Copy(nn.Module):
+    """The model computed entirely in bfloat16: a bf16 copy of it (4-D weights channels-last,
+    parameters frozen), the input cast to bf16 (channels-last), the output cast back to float32.
+    Faster than autocast on CPUs (no per-op casts: PGD-10 on the small CNN measured 2.9x float32
+    against 1.7x under autocast); the gradient w.r.t. the float32 input arrives in float32.
+    Made once per attack call, so it always reflects the model's current weights."""
+
+    def __init__(self, model: nn.Module, channels_last: bool = True) -> None:
+        super().__init__()
+        net = copy.deepcopy(model)
+        for prm in net.parameters():
+            prm.requires_grad_(False)
+        net = net.to(torch.bfloat16)
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.channels_last = channels_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.bfloat16)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x).float()
+
+
+class Bf16Model(nn.Module):
+    """``model`` computed in bfloat16 with float32 outputs: a bf16 copy of its weights
+    (channels-last where 4-D) applied to the bf16-cast input, ``Bf16Model(model)(x) =
+    float(model_bf16(bf16(x)))``. The copy is taken at construction: build the wrapper after
+    training. Where a layer rejects bf16 inputs, it runs ``model`` under bf16 autocast instead.
+
+    This is another function than ``model``: logits differ from float32 ones by bf16 rounding
+    (a few 1e-3 relative), so near-ties can change the predicted class. Randomized smoothing run
+    on it (``robrep certify --precision bf16``) certifies the smoothed version of *this*
+    classifier: the guarantee holds for predictions computed the same way (in bf16), not for
+    the float32 model. The wrapped model is a registered submodule (``model``), so run
+    fingerprints of the wrapper differ from those of the float32 model."""
+
+    def __init__(self, model: nn.Module, channels_last: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        try:
+            self._copy: list[nn.Module] = [_Bf16Copy(model, channels_last)]
+        except Exception:  # not copyable: autocast
+            self._copy = []
+
+    def train(self, mode: bool = True) -> Bf16Model:
+        super().train(mode)
+        for c in self._copy:
+            c.train(mode)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._copy:
+            try:
+                return self._copy[0](x)
+            except RuntimeError:
+                self._copy = []
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            out = self.model(x)
+        return out.float()
+
+
+def _verdict(out: torch.Tensor, t: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """Success from float32 logits: classified as the target (targeted) or not as the label."""
+    pred = out.float().argmax(1)
+    return pred == t if targeted else pred != t
+
+
+def _attack_loss(attack: Callable[..., Any], kw: dict[str, Any]) -> str | AttackLoss:
+    if "loss" in kw:
+        return kw["loss"]
+    return getattr(attack, "keywords", {}).get("loss", "ce")
+
+
+def _attack_kw(attack: Callable[..., Any], kw: dict[str, Any], key: str, default: Any) -> Any:
+    return kw[key] if key in kw else getattr(attack, "keywords", {}).get(key, default)
+
+
+def recheck_fp32(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    threat: ThreatModel,
+    x_start: torch.Tensor,
+    *,
+    loss: str | AttackLoss = "ce",
+    targeted: bool = False,
+    steps: int = 1,
+    step_size: float | None = None,
+    hint: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Float32 verdicts at ``x_start`` and a short float32 PGD from it on the examples not broken.
+
+    Args:
+        x_start: (B, C, H, W) points inside the ball (e.g. a bf16 attack's best iterates).
+        loss, targeted: the attack's objective (success = misclassified / classified as target).
+        steps: float32 gradient steps for the unbroken examples (0: verdicts only).
+        step_size: step length (default ``threat.eps / 4``: the PGD-10 rule ``2.5 eps / 10``).
+        hint: (B,) bool, examples expected broken already (e.g. the bf16 flags): they are
+            judged by one forward pass without a gradient first; the others start with a
+            gradient pass. Only a cost hint: the verdicts are the same without it.
+
+    Returns:
+        ``(x_adv, loss, success, queries)``: per example the first float32-confirmed success,
+        else the point of largest (untargeted) / smallest (targeted) float32 loss; ``success``
+        from float32 logits; ``queries`` the forward passes per example at most.
+    """
+    loss_fn = get_loss(loss)
+    alpha = threat.eps / 4 if step_size is None else float(step_size)
+    classification = is_classification_loss(loss) and target.dtype == torch.long and target.ndim == 1
+    tracker = Tracker(x, targeted)
+    queries = 0
+    with torch.autocast(x.device.type, enabled=False):
+        x_start = threat.project(x_start.detach().float(), x)  # fp32 and inside the ball, whatever came in
+        todo = torch.arange(x.shape[0], device=x.device)
+        if hint is not None and classification:  # judge the expected successes without a gradient pass
+            hidx = torch.nonzero(hint).flatten()
+            if hidx.numel() > 0:
+                with torch.no_grad():
+                    out = model(x_start[hidx])
+                    tracker.update(x_start[hidx], loss_fn(out, target[hidx]), _verdict(out, target[hidx], targeted), hidx)
+                queries = 1
+                todo = torch.nonzero(~tracker.success).flatten()
+        xs = x_start[todo]
+        for k in range(steps + 1):
+            if todo.numel() == 0:
+                break
+            ts, x0 = target[todo], x[todo]
+            if k < steps:
+                xs = xs.detach().requires_grad_(True)
+                out = model(xs)
+                lval = loss_fn(out, ts)
+                (grad,) = torch.autograd.grad(-lval.sum() if targeted else lval.sum(), xs)
+                xs = xs.detach()
+            else:
+                with torch.no_grad():
+                    out = model(xs)
+                    lval = loss_fn(out, ts)
+            s = _verdict(out, ts, targeted) if classification else torch.zeros(len(todo), dtype=torch.bool, device=x.device)
+            tracker.update(xs, lval.detach(), s, todo)
+            queries += 1
+            if k == steps:
+                break
+            with torch.no_grad():
+                keep = ~s
+                todo, xs, grad, x0 = todo[keep], xs[keep], grad[keep], x0[keep]
+                xs = threat.project(xs + threat.ascent(grad, alpha), x0)
+    return tracker.x, tracker.loss, tracker.success, queries
+
+
+def with_precision(
+    attack: Callable[..., AttackResult],
+    precision: str = "auto",
+    *,
+    recheck_steps: int = 1,
+    recheck_step_size: float | None = None,
+    channels_last: bool = True,
+) -> Callable[..., AttackResult]:
+    """``attack`` run in ``precision`` (``auto``, ``fp32``, ``bf16``) with float32 verdicts.
+
+    Args:
+        attack: ``attack(model, x, target, threat, **kw) -> AttackResult`` (e.g. ``pgd``,
+            ``apgd``, ``create_attack("pgd", steps=20)``).
+        precision: ``fp32`` returns ``attack`` unchanged (bit-identical results); ``bf16`` runs
+            the attack's passes in bfloat16 (the model in bf16, else under autocast; an :class:`~robrep.errors.InputError` where the
+            device lacks native bf16, or where the model fails under autocast: the message
+            names the layer); ``auto`` = bf16 where supported, else float32, and falls back to
+            float32 (with one warning) when the model fails under autocast.
+        recheck_steps: float32 PGD steps from the best bf16 point for every example that
+            float32 does not confirm as broken (see the module docs); 0: verdicts only.
+        recheck_step_size: their step length (default: the attack's PGD step rule,
+            ``2.5 eps / steps`` with the attack's ``steps``, else ``eps / 4``).
+        channels_last: in bf16, run the attack's passes on channels-last (NHWC) copies of the
+            model's 4-D weights and of the images (the float32 verdicts use the model as it is).
+
+    Returns:
+        An attack of the same signature. Its :class:`AttackResult` has ``x_adv`` inside the
+        ball and [0,1] (float32), ``loss`` and ``success`` from float32 logits, and ``queries``
+        including the re-check's passes.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if recheck_steps < 0:
+        raise InputError(f"recheck_steps must be >= 0, got {recheck_steps}")
+    if precision == "fp32":
+        return attack
+
+    def run(model: nn.Module, x: torch.Tensor, target: torch.Tensor, threat: ThreatModel, **kw: Any) -> AttackResult:
+        mode = resolve_precision(precision, x.device)
+        if mode == "fp32":
+            return attack(model, x, target, threat, **kw)
+        cl = channels_last and x.ndim == 4
+        x_in = x.contiguous(memory_format=torch.channels_last) if cl else x
+        gen = kw.get("generator")
+        gen_state = gen.get_state() if gen is not None else None
+        try:  # 1. the whole model in bf16 (fastest); 2. bf16 autocast (layers that insist on float32 inputs stay float32)
+            res = attack(_Bf16Copy(model, channels_last), x_in, target, threat, **kw)
+        except Exception:  # not copyable, or a layer that rejects bf16: autocast below
+            if gen is not None:
+                gen.set_state(gen_state)
+            res = None
+        try:
+            if res is None:
+                with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                    res = attack(_ChannelsLastView(model) if cl else model, x_in, target, threat, **kw)
+        except RuntimeError as e:
+            layer = failing_layer(model, x[:1])
+            where = (f"layer {layer!r} ({type(model.get_submodule(layer)).__name__})" if layer else
+                     "the model's forward pass" if layer == "" else "the backward pass")
+            msg = f"the model fails under bf16 autocast in {where}: {str(e).splitlines()[0][:200]}"
+            if precision == "bf16":
+                raise InputError(f"{msg}; run with --precision fp32") from e
+            _warn_once("autocast-fallback", f"{msg}; precision auto falls back to fp32 for this model")
+            if gen is not None:
+                gen.set_state(gen_state)  # the same random draws as a float32 run
+            return attack(model, x, target, threat, **kw)
+        loss = _attack_loss(attack, kw)
+        targeted = bool(_attack_kw(attack, kw, "targeted", False))
+        alpha = recheck_step_size
+        if alpha is None:
+            steps = _attack_kw(attack, kw, "steps", None)
+            alpha = default_step_size(threat, int(steps)) if steps else threat.eps / 4
+        x_adv, lval, success, q = recheck_fp32(model, x.detach(), target, threat, res.x_adv.contiguous(), loss=loss, targeted=targeted,
+                                               steps=recheck_steps, step_size=alpha, hint=res.success)
+        return AttackResult(x_adv, lval, success, res.queries + q)
+
+    functools.update_wrapper(run, attack) if hasattr(attack, "__name__") else None
+    run.precision = precision  # type: ignore[attr-defined]
+    return run
