@@ -6,6 +6,7 @@ from .compose import ATTACKS, Attack, create_attack, is_protocol, list_attacks, 
 from .fab import fab, fab_t
 from .losses import ATTACK_LOSSES, ce_loss, cw_margin, dlr_loss, repr_l2
 from .pgd import AttackResult, default_step_size, fgsm, pgd, pgd_perturb
+from .precision import with_precision
 from .protocols import (
     PROTOCOLS,
     CascadeResult,
@@ -14,7 +15,6 @@ from .protocols import (
     list_protocols,
     run_protocol,
 )
-from .precision import with_precision
 from .representation import representation_attack
 from .square import square
 

@@ -6,7 +6,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_checkpoint, add_common, dataset_arg, emit, load_checkpoint_arg, log, setup_shard
+from .common import (
+    add_checkpoint,
+    add_common,
+    dataset_arg,
+    emit,
+    load_checkpoint_arg,
+    log,
+    setup_shard,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -57,12 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..attacks import is_protocol
     from ..data import load_dataset, take
     from ..errors import InputError
     from ..evaluate import evaluate
     from ..io.atomic import atomic_write_json
     from ..runs import write_record
-    from ..attacks import is_protocol
     from ..threats import threat
 
     if (args.resume or args.overwrite) and not args.out:
