@@ -221,7 +221,8 @@ def test_unshared_out_folder_is_detected(tmp_path: Path) -> None:
               "print('OK')\n")
     p = _torchrun_script(tmp_path / "apart.py", script.replace("FOLDER", "'rank%d' % s.rank"))
     assert p.returncode != 0
-    assert p.stdout.count("ERR") == 2 and "not shared between ranks" in p.stdout, p.stdout + p.stderr[-2000:]
+    # each rank fails alike (torchrun may stop the slower one before it prints)
+    assert p.stdout.count("ERR") >= 1 and "not shared between ranks" in p.stdout, p.stdout + p.stderr[-2000:]
     ok = _torchrun_script(tmp_path / "shared.py", script.replace("FOLDER", "'shared'"))
     assert ok.returncode == 0 and ok.stdout.count("OK") == 2, ok.stdout + ok.stderr[-2000:]
 

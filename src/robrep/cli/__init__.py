@@ -69,7 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RobrepError:
             quiet = False
         if not quiet:
-            print(f"robrep: error: {e}", file=sys.stderr)
+            print(f"robrep: error: {e}", file=sys.stderr, flush=True)
+        else:  # torchrun stops the other ranks when one exits: give rank 0 time to say why
+            import time
+
+            time.sleep(2.0)
         return 2
     except KeyboardInterrupt:
         print("robrep: interrupted", file=sys.stderr)
