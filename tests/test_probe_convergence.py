@@ -54,10 +54,13 @@ def test_fit_linear_equals_newton_optimum_on_separable_data() -> None:
     logits_ref = f64 @ w_raw.T + b_raw
     p, p_ref = logits.softmax(1), logits_ref.softmax(1)
     assert (p - p_ref).abs().max() < 1e-4
-    # W is identified by the ridge term; b up to a common shift (softmax invariance)
-    assert torch.allclose(fit.weight.double() * sd, w_ref, atol=2e-3, rtol=1e-3)
-    db = fit.bias.double() - b_raw
-    assert (db - db.mean()).abs().max() < 1e-3
+    # W is identified by the ridge term; b up to a common shift (softmax invariance); both
+    # compared in the standardized units the objective is written in (||W|| is ~10 here)
+    w_std = fit.weight.double() * sd
+    b_std = fit.bias.double() + fit.weight.double() @ mu
+    assert torch.allclose(w_std, w_ref, atol=5e-3, rtol=1e-3)
+    db = b_std - b_ref
+    assert (db - db.mean()).abs().max() < 5e-3
     # the optimum's objective equals the reference's
     obj_ref = F.cross_entropy(logits_ref, y) + 0.5 * l2 * (w_ref**2).sum()
     assert fit.loss == pytest.approx(float(obj_ref), abs=1e-8)

@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -181,15 +180,17 @@ def test_input_ignoring_representation_has_zero_vulnerability_and_synbench_floor
     res = profile(model, "demo", out=tmp_path / "c", budget=TINY, threat=threat("linf", EPS), pictures=False)
     h = res.card.headline
     assert h["sensitivity_median"]["value"] == 0 and max(res.card.results["sensitivity"]["ratios"]) == 0
-    # no information about X in R(X): clean and worst-case MI are 0 (DV of identical joint and
-    # product samples: <= 0 by Jensen), so the vulnerability is 0 within its interval
-    assert abs(h["mi_clean"]["value"]) < 1e-3 and abs(h["mi_worst"]["value"]) < 1e-3
-    assert abs(h["vulnerability"]["value"]) < 1e-3
-    assert h["vulnerability"]["low"] - 1e-6 <= 0 <= h["vulnerability"]["high"] + 1e-6
-    # SynBench: constant features give chance accuracy at every scale -> every score is 0
+    # no information about X in R(X): the DV estimates of the clean and worst-case MI are
+    # estimator noise around 0 (joint and product samples are the same distribution), and so is
+    # the vulnerability; every interval contains 0 (a representation with information gives ~1 nat)
+    for k in ("mi_clean", "mi_worst", "vulnerability"):
+        assert h[k]["low"] <= 0 <= h[k]["high"] and abs(h[k]["value"]) < 0.05, (k, h[k])
+    # SynBench: constant features classify nothing above chance -> every score is at the floor 0
     for t, row in res.card.results["synbench"]["scores"].items():
         assert all(v == 0 for v in row.values()), (t, row)
-    assert max(a for acc in res.card.results["synbench"]["accuracy"].values() for a in acc) == pytest.approx(0.5, abs=0.15)
+    assert h["synbench_score"]["value"] == 0 == h["synbench_robust_score"]["value"]
+    # the probe can only predict one class
+    assert h["probe_natural_accuracy"]["value"] <= 0.2
 
 
 def _encoder(a: torch.Tensor | None) -> nn.Module:
@@ -222,12 +223,13 @@ def test_invertible_linear_map_after_the_representation() -> None:
     s0, s1, s2 = (synbench(m, **kw) for m in (base, general, ortho))
     assert s0.accuracy[0].tolist() == pytest.approx(s1.accuracy[0].tolist(), abs=1e-9)
     assert float(s0.score[0, 0]) == pytest.approx(float(s1.score[0, 0]), abs=1e-9)
-    assert s0.accuracy.tolist() == pytest.approx(s2.accuracy.tolist(), abs=1e-9)
-    assert s0.score.tolist() == pytest.approx(s2.score.tolist(), abs=1e-9)
+    assert torch.allclose(s0.accuracy, s2.accuracy, atol=1e-9) and torch.allclose(s0.bound, s2.bound, atol=1e-6)
+    assert torch.allclose(s0.score, s2.score, atol=1e-6)
+    assert torch.allclose(s0.bound[0], s1.bound[0], atol=1e-6)
     from robrep.data import load_dataset
 
     x = load_dataset("demo", "test").head(256)
-    vk = vulnerability_kwargs(TINY.with_(mi_steps=40, mi_critics=3), 0)
+    vk = vulnerability_kwargs(TINY.with_(mi_steps=25, mi_critics=3), 0)
     out = []
     for m in (base, general):
         torch.manual_seed(0)
@@ -269,14 +271,38 @@ def test_feature_cache_auto_batch_and_inference_mode() -> None:
     assert not torch.equal(cache2.features(model, "logits", x), cache.features(model, "logits", x))
 
 
-def test_images_adapted_to_a_larger_three_channel_model(tmp_path) -> None:
-    b = TINY.with_(probe_train_n=64, test_n=64, mi_n=64, mi_batch=16, probe_eval_n=8, sensitivity_n=4, cert_n=2, picture_n=2)
-    res = profile("init:small-cnn", "demo", out=tmp_path / "c", budget=b, threat=threat("linf", EPS), input_shape=(3, 32, 32),
-                  pictures=False)
-    card = res.card
-    assert card.model["random_init"] and "random initialization" in card.model["weights"]
-    assert card.dataset["input_shape"] == [3, 32, 32] and "repeated" in card.dataset["adapted"] and "resized" in card.dataset["adapted"]
-    assert "random weights" in res.card_html.read_text()
+def test_images_adapted_to_a_larger_three_channel_model(card_run, tmp_path) -> None:
+    """1-channel 28x28 data for a 3-channel 32x32 init: model: the images are channel-repeated and
+    resized (said in the returned note, which the card records); the model is random (said too)."""
+    import dataclasses
+
+    from robrep.data import dataset_info
+    from robrep.profile import profile_data, resolve_source
+    from robrep.profile.html import write_card_html
+
+    info = dataset_info("demo")
+    model, note = resolve_source("init:small-cnn", num_classes=10, dataset_shape=info.input_shape, input_shape=(3, 32, 32))
+    assert model.input_shape == (3, 32, 32) and note["random_init"] and "random initialization" in note["weights"]
+    tr, te, how = profile_data("demo", TINY.with_(probe_train_n=8, test_n=4), input_shape=model.input_shape)
+    assert how is not None and "repeated" in how and "resized" in how
+    x, y = te.tensors()
+    assert x.shape == (4, 3, 32, 32) and len(tr) == 8 and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert torch.equal(x[:, 0], x[:, 1])  # the gray channel, repeated
+    import torch.nn.functional as F
+
+    from robrep.data import load_dataset
+
+    raw = load_dataset("demo", "test").head(4).tensors()[0]
+    ref = F.interpolate(raw, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    assert (x[:, :1] - ref).abs().max() <= 1 / 255 + 1e-6  # stored as uint8
+    _, _, none = profile_data("demo", TINY.with_(probe_train_n=8, test_n=4), input_shape=(1, 28, 28))
+    assert none is None
+    with pytest.raises(InputError, match="channels"):
+        profile_data("demo", TINY.with_(probe_train_n=8, test_n=4), input_shape=(2, 28, 28))
+    _, _, res = card_run
+    card = dataclasses.replace(res.card, model=res.card.model | note)
+    (tmp_path / "c").mkdir()
+    assert "random weights" in write_card_html(card, tmp_path / "c").read_text()
 
 
 def test_compare_rows_equal_cards_and_ranking(card_run, tmp_path) -> None:
@@ -369,6 +395,8 @@ def test_card_and_compare_pages_render_in_headless_chromium(card_run, tmp_path) 
     assert [ln for ln in log.splitlines() if "CONSOLE" in ln or "Uncaught" in ln] == []
 
 
-def test_cli_profile_help_shows_defaults() -> None:
-    out = subprocess.run([sys.executable, "-m", "robrep", "profile", "--help"], capture_output=True, text=True).stdout
+def test_cli_profile_help_shows_defaults(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["profile", "--help"])
+    out = capsys.readouterr().out
     assert "(default: quick)" in out and "(default: linf)" in out and "init:tv:resnet18" in out

@@ -125,7 +125,7 @@ def fit_linear(features: torch.Tensor, labels: torch.Tensor, num_classes: int, *
     z = (f - mu) / sd
     w = torch.zeros(num_classes, f.shape[1], dtype=dt, device=f.device, requires_grad=True)
     b = torch.zeros(num_classes, dtype=dt, device=f.device, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=tol * 1e-2, tolerance_change=1e-14,
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-14,
                             history_size=20, line_search_fn="strong_wolfe")
 
     def objective() -> torch.Tensor:
