@@ -94,7 +94,7 @@ def check_layers(model: RobrepModel, layers: Sequence[str]) -> None:
     names = list_layers(model)
     bad = [name for name in layers if name not in ("penultimate", "logits") and name not in names]
     if bad:
-        shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all; robrep list-layers shows them)" if len(names) > 40 else "")
+        shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all; robrep.list_layers(model) lists them)" if len(names) > 40 else "")
         raise InputError(f"layer {bad[0]!r} does not exist in this model; use penultimate, logits or one of: {shown}")
 
 
