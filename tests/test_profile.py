@@ -204,6 +204,7 @@ def _encoder(a: torch.Tensor | None) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+@pytest.mark.slow
 def test_invertible_linear_map_after_the_representation() -> None:
     """SynBench's Bayes classifier is affine-invariant at eps 0 (any invertible A) and, at eps > 0,
     invariant to scaled orthogonal maps (the radius is relative to ||mu||); the vulnerability
