@@ -45,7 +45,6 @@ def bench_encoder(name: str, arch: str, n: int, repeats: int, dev: torch.device,
     x = torch.rand(n, 3, 224, 224, device=dev)
     bs = FeatureCache(memory_cap=cap).batch_size(model, "penultimate")
     rep = representation(model, "penultimate")
-    g = torch.Generator(device=dev).manual_seed(0)
 
     def floor() -> None:
         with torch.inference_mode():

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--rank-by", default="probe_adversarial_accuracy", choices=list(HEADLINE_ORDER),
                    help="headline metric ranking the rows, descending (default: %(default)s)")
     p.add_argument("--title", default="robrep compare", help="page title (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout (default: off)")
     p.set_defaults(func=run)
 
 

@@ -10,7 +10,14 @@ from .budgets import BUDGETS, PAPER, QUICK, STANDARD, Budget, get_budget
 from .card import SCHEMA_VERSION, Card, load_card, wilson_interval
 from .compare import CompareResult, compare_cards, leaderboard_rows
 from .features import FeatureCache, activation_bytes_per_image, auto_batch_size
-from .runner import ProfileResult, check_layers, profile, profile_data, resolve_source, vulnerability_kwargs
+from .runner import (
+    ProfileResult,
+    check_layers,
+    profile,
+    profile_data,
+    resolve_source,
+    vulnerability_kwargs,
+)
 from .sensitivity import SensitivityResult, embedding_sensitivity, relative_change
 
 __all__ = [

@@ -27,7 +27,8 @@ from ..data.core import TensorImageData
 from ..errors import InputError
 from ..io.atomic import atomic_write_json
 from ..models import RobrepModel, list_layers, representation
-from ..threats import ThreatModel, threat as make_threat
+from ..threats import ThreatModel
+from ..threats import threat as make_threat
 from .budgets import Budget, get_budget
 from .card import SCHEMA_VERSION, Card, wilson_interval
 from .features import DEFAULT_MEMORY_CAP, FeatureCache
@@ -352,7 +353,12 @@ def profile(
             "reference": ["raw data (Bayes optimum)"]}
     # 5. randomized smoothing of the probe
     with stage("randomized smoothing"):
-        from ..certify.smoothing import certified_accuracy, certified_accuracy_curve, certify, image_generator
+        from ..certify.smoothing import (
+            certified_accuracy,
+            certified_accuracy_curve,
+            certify,
+            image_generator,
+        )
 
         nc = min(b.cert_n, len(te))
         rows = []
