@@ -264,3 +264,28 @@ def test_demo_report_renders_every_figure_in_headless_chromium(demo, tmp_path) -
     assert set(alts) == expected, set(alts) ^ expected
     assert int(m.group(1)) == len(expected) == int(m.group(2)) and m.group(3) == "", m.group(0)
     assert console_problems(log) == []
+
+
+def test_training_run_report_shows_per_epoch_curves(tmp_path) -> None:
+    """A training run's record.json history (as robrep train writes it) becomes per-epoch curves:
+    loss, accuracies (train, test clean, test robust) and lr, with the recorded values."""
+    from robrep.report.html import collect_run
+    from robrep.runs import write_record
+
+    hist = [{"epoch": e, "lr": 0.1 / e, "epoch_seconds": 1.0, "train_loss": 2.0 / e, "train_acc": 0.3 * e,
+             "test_clean_accuracy": 0.25 * e, "test_robust_accuracy": 0.1 * e} for e in (1, 2, 3)]
+    r = tmp_path / "train-run"
+    r.mkdir()
+    write_record(r, "train", {"epochs": 3}, hist[-1], history=hist)
+    info = collect_run(r)
+    assert info["curves"]["history:train_loss"] == [[1.0, 2.0], [2.0, 1.0], [3.0, 2.0 / 3]]
+    assert info["curves"]["history:test_robust_accuracy"] == [[float(e), 0.1 * e] for e in (1, 2, 3)]
+    assert "history:epoch_seconds" not in info["curves"] and "history:epoch" not in info["curves"]
+    html = write_report([r], tmp_path / "r.html").read_text()
+    for alt in ("training_loss", "training_accuracy", "training_lr"):
+        assert f"alt='{alt}'" in html
+    assert "alt='training_other'" not in html and "<h2>Training curves</h2>" in html
+    # the last epoch's scalars are still in the table
+    assert re.findall(r"data-key='train_loss'>([0-9.]+)<", html) == [f"{2.0 / 3:.4f}"]
+    # a run without history draws no training curves
+    assert "Training curves" not in write_report([_fake_run(tmp_path, "plain", 0.5)], tmp_path / "p.html").read_text()

@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--thresholds", type=float, nargs="+", default=None, help="threshold accuracies (default 0.6 0.7 0.8 0.9)")
     p.add_argument("--n-train", type=int, default=2048, help="synthetic training realizations per scale (paper 2048)")
     p.add_argument("--n-test", type=int, default=2048, help="synthetic test realizations per scale (paper 2048)")
+    p.add_argument("--scales", type=float, nargs="+", default=None,
+                   help="mean scales ||mu|| of the synthetic mixtures (default: 0.1, 0.2, ..., 4.9 as in the paper)")
     p.add_argument("--input-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
                    help="synthetic image shape (default: the model's)")
     p.add_argument("--clip", action="store_true", help="clip synthetic images to [0,1] (not the paper's protocol)")
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate.synbench import (
         DEFAULT_EPS,
         DEFAULT_THRESHOLDS,
+        SCALES,
         plot_synbench,
         robust_linear_probe,
         synbench,
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     model, meta = load_checkpoint_arg(args)
     res = synbench(model, input_shape=args.input_shape, layer=args.layer, eps=args.eps or DEFAULT_EPS,
-                   thresholds=args.thresholds or DEFAULT_THRESHOLDS, n_train=args.n_train, n_test=args.n_test,
+                   thresholds=args.thresholds or DEFAULT_THRESHOLDS, scales=args.scales or SCALES, n_train=args.n_train, n_test=args.n_test,
                    seed=args.synbench_seed, batch_size=args.batch_size, clip=args.clip, device=device_of(args.device))
     out = res.to_dict() | {"checkpoint": str(args.checkpoint)}
     j7 = 0.7 if 0.7 in res.thresholds else res.thresholds[0]

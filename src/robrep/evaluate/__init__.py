@@ -5,9 +5,16 @@ The package is callable: ``robrep.evaluate(model, data, threat=...)`` is
 """
 
 from .accuracy import EvalResult, accuracy, evaluate, robust_accuracy_curve
-from .probe import ProbedClassifier, ProbeResult, extract_features, linear_probe, make_head
+from .probe import (
+           ProbedClassifier,
+           ProbeResult,
+           extract_features,
+           fit_linear,
+           linear_probe,
+           make_head,
+)
 
-__all__ = ["EvalResult", "ProbeResult", "ProbedClassifier", "accuracy", "evaluate", "extract_features", "linear_probe",
+__all__ = ["EvalResult", "ProbeResult", "ProbedClassifier", "accuracy", "evaluate", "extract_features", "fit_linear", "linear_probe",
            "make_head", "robust_accuracy_curve"]
 from .synbench import (
     RobustProbeResult,

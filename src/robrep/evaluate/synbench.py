@@ -402,7 +402,7 @@ def _mixture_features(fn: Callable[[torch.Tensor], torch.Tensor], mu: torch.Tens
         if clip:
             x = x.clamp_(0.0, 1.0)
         for b in range(0, len(x), batch_size):
-            with torch.no_grad():
+            with torch.inference_mode():
                 h = fn(x[b : b + batch_size].to(dev))
             hs.append(h.reshape(h.shape[0], -1).to("cpu", _DT))
         ys.append(y)

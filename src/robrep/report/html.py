@@ -3,7 +3,9 @@
 A run folder holds ``record.json`` (or ``metrics.json``), optional ``*.json`` results of other
 measurements, and ``*.png`` figures; the report shows a comparison table of scalar metrics (with
 a one-line meaning for known keys, :data:`METRIC_HELP`), curves drawn from known keys
-(:data:`CURVE_KEYS`, with a reference curve where :data:`CURVE_REFERENCES` names one), and every
+(:data:`CURVE_KEYS`, with a reference curve where :data:`CURVE_REFERENCES` names one), the
+per-epoch curves of a training run (loss, accuracies, lr: from the ``history`` that
+``robrep train`` writes into ``record.json``), and every
 PNG, grouped by file name so that the same picture of each run stands side by side.
 """
 
@@ -20,7 +22,7 @@ from typing import Any
 
 from ..io.atomic import atomic_write_text
 
-__all__ = ["write_report", "collect_run", "CURVE_KEYS", "CURVE_REFERENCES", "FIGURE_HELP", "METRIC_HELP"]
+__all__ = ["write_report", "collect_run", "history_curves", "HISTORY_GROUPS", "CURVE_KEYS", "CURVE_REFERENCES", "FIGURE_HELP", "FIGURE_STATUS", "METRIC_HELP"]
 
 # metrics key -> (x label, y label, title) for curves stored as [[x, y], ...]
 CURVE_KEYS: dict[str, tuple[str, str, str]] = {
@@ -71,6 +73,15 @@ FIGURE_HELP: dict[str, str] = {
 }
 
 
+#: the self-check a browser (or a test) reads after load: how many ``img.figure`` decoded
+#: (``data-broken`` lists the alt texts of those that did not, separated by '|')
+FIGURE_STATUS = ("<p id='figure-status' data-total='0' data-loaded='0' data-broken=''></p><script>window.addEventListener('load',function(){"
+                 "var im=document.querySelectorAll('img.figure'),n=0,bad=[];for(var i=0;i<im.length;i++){"
+                 "if(im[i].complete&&im[i].naturalWidth>0){n++;}else{bad.push(im[i].alt);}}"
+                 "var s=document.getElementById('figure-status');s.dataset.total=im.length;s.dataset.loaded=n;s.dataset.broken=bad.join('|');"
+                 "s.textContent=n+' of '+im.length+' figures rendered';});</script>")
+
+
 def _load_json(p: Path) -> Any:
     try:
         return json.loads(p.read_text())
@@ -96,9 +107,80 @@ def collect_run(run: Path) -> dict[str, Any]:
     curve_names = set(CURVE_KEYS) | {ref for ref, _ in CURVE_REFERENCES.values()}
     curves = {k: v for k, v in metrics.items() if k in curve_names and isinstance(v, list)}
     figs = sorted(run.glob("*.png"))
+    history = rec.get("history")
+    if isinstance(history, list) and history and all(isinstance(h, dict) for h in history):
+        curves.update(history_curves(history))
     return {"name": run.name, "path": str(run), "scalars": scalars, "curves": curves, "figures": figs,
             "config": rec.get("config"), "environment": rec.get("environment"),
             "provenance": {k: v for k, v in rec.items() if k != "metrics"}}
+
+
+def history_curves(history: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
+    """Per-epoch curves of a training run's ``history`` (what ``robrep train`` writes into
+    ``record.json``): ``{"history:<key>": [[epoch, value], ...]}`` for every numeric key
+    (``epoch`` and ``epoch_seconds`` excepted); :data:`HISTORY_GROUPS` puts them into figures."""
+    keys: list[str] = []
+    for h in history:
+        keys += [k for k, v in h.items() if k not in keys and k not in ("epoch", "epoch_seconds")
+                 and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out: dict[str, list[list[float]]] = {}
+    for k in keys:
+        pts = [[float(h.get("epoch", i + 1)), float(h[k])] for i, h in enumerate(history)
+               if isinstance(h.get(k), (int, float)) and not isinstance(h.get(k), bool)]
+        if pts:
+            out[f"history:{k}"] = pts
+    return out
+
+
+#: figure of per-epoch curves -> (title, y label, which history keys it draws)
+HISTORY_GROUPS: dict[str, tuple[str, str]] = {
+    "training_loss": ("Training loss per epoch", "loss"),
+    "training_accuracy": ("Accuracy per epoch (training batches, test clean and robust)", "accuracy"),
+    "training_lr": ("Learning rate per epoch", "lr"),
+    "training_other": ("Other training metrics per epoch", "value"),
+}
+
+
+def _history_group(key: str) -> str:
+    k = key.split(":", 1)[1]
+    if k == "lr":
+        return "training_lr"
+    if "loss" in k:
+        return "training_loss"
+    if "acc" in k:
+        return "training_accuracy"
+    return "training_other"
+
+
+def _history_figure(group: str, runs: list[dict[str, Any]]) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    title, ylabel = HISTORY_GROUPS[group]
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=100)
+    drawn = False
+    for r in runs:
+        for key, pts in r["curves"].items():
+            if not key.startswith("history:") or _history_group(key) != group:
+                continue
+            label = key.split(":", 1)[1] if len(runs) == 1 else f"{r['name']}: {key.split(':', 1)[1]}"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) <= 30 else None, label=label)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return _png_b64(buf.getvalue())
 
 
 def _png_b64(data: bytes) -> str:
@@ -191,6 +273,12 @@ def write_report(runs: Sequence[str | os.PathLike[str]], path: str | os.PathLike
     parts.append("</table>")
     curve_imgs = [(k, _curve_figure(k, infos)) for k in CURVE_KEYS]
     curve_imgs = [(k, c) for k, c in curve_imgs if c]
+    hist_imgs = [(g, _history_figure(g, infos)) for g in HISTORY_GROUPS]
+    hist_imgs = [(g, c) for g, c in hist_imgs if c]
+    if hist_imgs:
+        parts.append("<h2>Training curves</h2>")
+        for g, c in hist_imgs:
+            parts.append(f"<figure><img class='figure' alt='{g}' src='{c}'><figcaption>{html.escape(HISTORY_GROUPS[g][0])}</figcaption></figure>")
     if curve_imgs:
         parts.append("<h2>Curves</h2>")
         for k, c in curve_imgs:
@@ -214,11 +302,7 @@ def write_report(runs: Sequence[str | os.PathLike[str]], path: str | os.PathLike
         parts.append(f"<details><summary>{html.escape(i['name'])}</summary><pre>{html.escape(json.dumps(i['provenance'] or {'config': i['config'], 'environment': i['environment']}, indent=1, default=str))}</pre></details>")
     # a self-check a browser (or a test) can read: how many figures decoded
     # (data-broken lists the alt texts of figures that did not decode, separated by '|')
-    parts.append("<p id='figure-status' data-total='0' data-loaded='0' data-broken=''></p><script>window.addEventListener('load',function(){"
-                 "var im=document.querySelectorAll('img.figure'),n=0,bad=[];for(var i=0;i<im.length;i++){"
-                 "if(im[i].complete&&im[i].naturalWidth>0){n++;}else{bad.push(im[i].alt);}}"
-                 "var s=document.getElementById('figure-status');s.dataset.total=im.length;s.dataset.loaded=n;s.dataset.broken=bad.join('|');"
-                 "s.textContent=n+' of '+im.length+' figures rendered';});</script>")
+    parts.append(FIGURE_STATUS)
     parts.append("</body></html>")
     p = Path(path)
     atomic_write_text(p, "\n".join(parts))

@@ -1,0 +1,151 @@
+"""Forward-only work of a profile: features computed once per (model, layer, data) under
+``torch.inference_mode``, in batches sized automatically within a memory cap.
+
+:class:`FeatureCache` keys each entry by the model's weights digest, the layer and a digest of
+the images, so every measure that needs the clean features of the same images (probe training,
+natural accuracy, the embedding-sensitivity baseline) reuses one forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import ImageData
+from ..errors import InputError
+
+__all__ = ["FeatureCache", "activation_bytes_per_image", "auto_batch_size", "data_digest", "model_digest",
+           "DEFAULT_MEMORY_CAP"]
+
+#: memory cap of one forward batch (activations of all modules, inputs included), bytes
+DEFAULT_MEMORY_CAP = 1 << 30
+
+
+def activation_bytes_per_image(fn: nn.Module, input_shape: tuple[int, int, int], device: torch.device | str = "cpu") -> int:
+    """Bytes of all module outputs (and the input) of one forward pass of one image: an upper
+    bound on the memory a forward-only pass needs per image (intermediates are freed as the
+    pass goes on). Measured with forward hooks on a zero image under ``inference_mode``."""
+    total = [int(torch.Size(input_shape).numel()) * 4]
+
+    def hook(_m: nn.Module, _a: object, out: Any) -> None:
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                total[0] += t.numel() * t.element_size()
+
+    mods = [m for m in fn.modules() if not list(m.children())]
+    hs = [m.register_forward_hook(hook) for m in mods]
+    try:
+        with torch.inference_mode():
+            try:
+                fn(torch.zeros(1, *input_shape, device=device))
+            except Exception as e:  # noqa: BLE001 - a representation stops its forward with its own exception
+                if type(e).__name__ != "_Stop":
+                    raise
+    finally:
+        for h in hs:
+            h.remove()
+    return max(total[0], 1)
+
+
+def auto_batch_size(fn: nn.Module, input_shape: tuple[int, int, int], *, memory_cap: int = DEFAULT_MEMORY_CAP,
+                    max_batch: int = 512, device: torch.device | str = "cpu") -> int:
+    """The largest power of two ``b <= max_batch`` with ``b * activation_bytes_per_image <= memory_cap``
+    (at least 1)."""
+    if memory_cap <= 0 or max_batch < 1:
+        raise InputError(f"memory_cap and max_batch must be positive, got {memory_cap}, {max_batch}")
+    per = activation_bytes_per_image(fn, input_shape, device)
+    b = 1
+    while b * 2 <= max_batch and b * 2 * per <= memory_cap:
+        b *= 2
+    return b
+
+
+def model_digest(model: nn.Module) -> str:
+    """Digest of a module's parameters and buffers (names, shapes, values)."""
+    from ..io.chunks import module_digest
+
+    return module_digest(model)
+
+
+_PROJ: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def data_digest(x: torch.Tensor) -> str:
+    """A fingerprint of a batch of images: SHA-256 of its shape, dtype and, per image, the sum of
+    its values and their dot product with a fixed pseudo-random vector (one pass over the data,
+    on its device: cheap beside a forward pass, and different images give different keys)."""
+    from ..io.chunks import tensor_digest
+
+    flat = x.detach().reshape(len(x), -1)
+    key = (flat.shape[1], str(flat.device))
+    if key not in _PROJ:
+        g = torch.Generator().manual_seed(0)
+        _PROJ[key] = torch.rand(flat.shape[1], generator=g).to(flat.device)
+    f = flat.float()
+    sig = torch.stack([f.sum(1), f @ _PROJ[key]], 1).double().cpu()
+    return f"{tuple(x.shape)}{x.dtype}" + tensor_digest(sig)
+
+
+@dataclass
+class FeatureCache:
+    """Features of (model, layer, images) computed once, under ``inference_mode``.
+
+    Attributes:
+        memory_cap: bytes one forward batch may use (:func:`auto_batch_size`).
+        max_batch: upper limit of the batch size.
+        hits, misses: lookups served from the cache / computed.
+        batch_sizes: the batch size chosen per (model, layer).
+    """
+
+    memory_cap: int = DEFAULT_MEMORY_CAP
+    max_batch: int = 512
+    hits: int = 0
+    misses: int = 0
+    batch_sizes: dict[str, int] = field(default_factory=dict)
+    _store: dict[tuple[str, str, str], torch.Tensor] = field(default_factory=dict, repr=False)
+    _digests: dict[int, str] = field(default_factory=dict, repr=False)
+
+    def batch_size(self, model: Any, layer: str) -> int:
+        from ..models import representation
+
+        key = f"{self._model_key(model)}:{layer}"
+        if key not in self.batch_sizes:
+            dev = next(model.parameters()).device
+            self.batch_sizes[key] = auto_batch_size(representation(model, layer), tuple(model.input_shape),
+                                                    memory_cap=self.memory_cap, max_batch=self.max_batch, device=dev)
+        return self.batch_sizes[key]
+
+    def _model_key(self, model: nn.Module) -> str:
+        k = id(model)
+        if k not in self._digests:
+            self._digests[k] = model_digest(model)
+        return self._digests[k]
+
+    def features(self, model: Any, layer: str, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) float32 CPU features of images ``x`` (N, C, H, W) in [0,1] at ``layer``."""
+        from ..models import representation
+
+        key = (self._model_key(model), layer, data_digest(x))
+        if key in self._store:
+            self.hits += 1
+            return self._store[key]
+        self.misses += 1
+        model.eval()
+        rep = representation(model, layer)
+        dev = next(model.parameters()).device
+        bs = self.batch_size(model, layer)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(x), bs):
+                out.append(rep(x[i : i + bs].to(dev)).float().cpu())
+        f = torch.cat(out).clone()  # an ordinary tensor (usable by autograd outside inference mode)
+        self._store[key] = f
+        return f
+
+    def data_features(self, model: Any, layer: str, data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, labels) of a whole in-memory data set."""
+        x, y = data.tensors()  # type: ignore[attr-defined]
+        return self.features(model, layer, x), y

@@ -1,0 +1,428 @@
+"""``profile``: measure one encoder's representation on the user's data and on synthetic data,
+and write its robustness card (``card.json`` + ``card.html`` + PNG pictures).
+
+Stages (each timed and recorded): cached features (one forward per image and layer, under
+``inference_mode``, batch size within a memory cap); the linear probe (trained to convergence on
+the cached features) with its natural accuracy and its adversarial accuracy under an attack
+through the frozen encoder in pixel space; the embedding-sensitivity distribution; the
+representation vulnerability and Fano bound of each chosen layer; SynBench; randomized smoothing
+of the probe; pictures (inversion, saliency). Every measure calls the same library function as
+its own command (``robrep synbench``, ``robrep vulnerability``, ...) with the budget's sizes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import ImageData, load_dataset
+from ..data.core import TensorImageData
+from ..errors import InputError
+from ..io.atomic import atomic_write_json
+from ..models import RobrepModel, list_layers, representation
+from ..threats import ThreatModel
+from ..threats import threat as make_threat
+from .budgets import Budget, get_budget
+from .card import SCHEMA_VERSION, Card, wilson_interval
+from .features import DEFAULT_MEMORY_CAP, FeatureCache
+from .sensitivity import embedding_sensitivity
+
+__all__ = ["ProfileResult", "profile", "resolve_source", "check_layers", "profile_data", "vulnerability_kwargs",
+           "CERT_RADIUS", "SYNBENCH_THRESHOLD", "SYNBENCH_ROBUST_EPS", "DEFAULT_EPS"]
+
+#: default threat: l-inf, 8/255
+DEFAULT_EPS = 8 / 255
+#: l2 radius of the headline certified accuracy
+CERT_RADIUS = 0.25
+CERT_RADII: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(21))
+SYNBENCH_THRESHOLD, SYNBENCH_ROBUST_EPS = 0.7, 0.2
+RANDOM_INIT = "random initialization (no pretrained weights): a reference point, not a trained encoder"
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    """Where the card was written and the card itself."""
+
+    card: Card
+    out: Path
+    card_json: Path
+    card_html: Path
+
+
+def resolve_source(source: str | RobrepModel, *, num_classes: int, dataset_shape: Sequence[int], arch: str | None = None,
+                   trust: bool = False, input_shape: Sequence[int] | None = None,
+                   device: torch.device | str = "cpu") -> tuple[RobrepModel, dict[str, Any]]:
+    """The encoder named by ``source`` and what the card says about it.
+
+    * a :class:`RobrepModel` object: used as given;
+    * ``init:<arch>``: a registry architecture (``small-cnn``, ``tv:resnet18``, ``timm:vit_small_patch16_224``...)
+      with random weights (the card says so); tv/timm nets take 3x224x224 input unless
+      ``input_shape`` is given, robrep nets the data set's shape;
+    * a file: a robrep checkpoint or another tool's (``arch`` / ``trust`` as for ``robrep eval``);
+    * anything else goes to :func:`robrep.models.load`, the public model-source syntax.
+    """
+    from ..models import create_model, load, load_with_meta
+
+    if isinstance(source, RobrepModel):
+        return source.to(device), {"weights": "as given (Python object)"}
+    if source.startswith("init:"):
+        a = source[len("init:"):]
+        foreign = a.startswith(("tv:", "timm:"))
+        shape = tuple(input_shape) if input_shape else ((3, 224, 224) if foreign else tuple(dataset_shape))
+        kw: dict[str, Any] = {}
+        if a.startswith("timm:") and any(k in a for k in ("vit", "deit")) and shape[1:] != (224, 224):
+            kw["img_size"] = shape[1]
+        torch.manual_seed(0)
+        model = create_model(a, num_classes=num_classes, input_shape=shape, **kw)
+        return model.to(device), {"weights": RANDOM_INIT, "random_init": True}
+    p = Path(source)
+    if p.exists():
+        model, meta = load_with_meta(p, arch=arch, trust=trust, device=torch.device(device))
+        return model, {"weights": str(p), "checkpoint_meta": {k: v for k, v in meta.items() if k in ("dataset", "epoch", "objective", "threat")}}
+    model = load(source)
+    return model.to(device), {"weights": source}
+
+
+def check_layers(model: RobrepModel, layers: Sequence[str]) -> None:
+    """Unknown layer names raise :class:`InputError` listing the names that exist."""
+    names = list_layers(model)
+    bad = [name for name in layers if name not in ("penultimate", "logits") and name not in names]
+    if bad:
+        shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all; robrep.list_layers(model) lists them)" if len(names) > 40 else "")
+        raise InputError(f"layer {bad[0]!r} does not exist in this model; use penultimate, logits or one of: {shown}")
+
+
+def _adapt(data: ImageData, shape: tuple[int, int, int]) -> tuple[ImageData, str | None]:
+    """Images resized / channel-repeated to the model's input shape, stored as uint8."""
+    x, y = data.tensors()  # type: ignore[attr-defined]
+    c, h, w = shape
+    if tuple(x.shape[1:]) == shape:
+        return data, None
+    how = []
+    if x.shape[1] != c:
+        if x.shape[1] == 1 and c == 3:
+            how.append("gray channel repeated to 3")
+        else:
+            raise InputError(f"the data have {x.shape[1]} channels and the model takes {c}; only 1 -> 3 is adapted: "
+                             f"give data with {c} channels")
+    if tuple(x.shape[2:]) != (h, w):
+        how.append(f"bilinearly resized (antialiased) from {x.shape[2]}x{x.shape[3]} to {h}x{w}")
+    out = []
+    for i in range(0, len(x), 256):
+        xb = x[i : i + 256].float()
+        if xb.shape[1] != c:
+            xb = xb.expand(-1, c, -1, -1)
+        if tuple(xb.shape[2:]) != (h, w):
+            xb = torch.nn.functional.interpolate(xb, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        out.append((xb.clamp(0, 1) * 255).round().to(torch.uint8))
+    import dataclasses
+
+    info = dataclasses.replace(data.info, input_shape=shape, mean=tuple(data.info.mean[:1]) * c if len(data.info.mean) != c else data.info.mean,
+                               std=tuple(data.info.std[:1]) * c if len(data.info.std) != c else data.info.std)
+    return TensorImageData(torch.cat(out), y, info, data.split), "; ".join(how) + "; stored as uint8"
+
+
+def profile_data(dataset: str, budget: Budget, *, input_shape: Sequence[int] | None = None, root: str | None = None,
+                 download: bool = False, log: Callable[[str], None] | None = None) -> tuple[ImageData, ImageData, str | None]:
+    """(train, test, adaptation) of a profile: the first ``probe_train_n`` training and the first
+    ``test_n`` test images (every test-side measure takes the first images of that test set),
+    adapted to ``input_shape`` when it differs (said in the returned note)."""
+    tr = load_dataset(dataset, "train", root=root, download=download)
+    te = load_dataset(dataset, "test", root=root, download=download)
+    tr, te = tr.head(min(budget.probe_train_n, len(tr))), te.head(min(budget.test_n, len(te)))  # type: ignore[attr-defined]
+    note = None
+    if input_shape is not None:
+        tr, note = _adapt(tr, tuple(input_shape))  # type: ignore[arg-type]
+        te, _ = _adapt(te, tuple(input_shape))  # type: ignore[arg-type]
+        if note and log:
+            log(f"[profile] {dataset} images adapted to the model's input {tuple(input_shape)}: {note}")
+    return tr, te, note
+
+
+def vulnerability_kwargs(budget: Budget, seed: int) -> dict[str, Any]:
+    """The keyword arguments of :func:`robrep.info.estimate_mi` / ``vulnerability`` of a budget
+    (what ``robrep vulnerability --critic mlp --critic-hidden H --n-critics K --steps S
+    --batch-size B --lr 1e-3 --attack-steps A --eval-attack-steps E --eval-batches M`` passes)."""
+    return dict(estimator="dv", critic="mlp", n_critics=budget.mi_critics, steps=budget.mi_steps, batch_size=budget.mi_batch,
+                lr=1e-3, attack_steps=budget.mi_attack_steps, attack_step_size=None,
+                eval_attack_steps=budget.mi_eval_attack_steps, n_eval_batches=budget.mi_eval_batches, seed=seed,
+                critic_kwargs={"hidden": budget.mi_critic_hidden})
+
+
+class _Stages:
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.log(f"[profile] {name} ...")
+        t = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - t, 3)
+
+
+def _hl(value: float | None, *, low: float | None = None, high: float | None = None, n: int | None = None, **extra: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"value": value}
+    if low is not None:
+        d["low"], d["high"] = low, high
+    if n is not None:
+        d["n"] = n
+    d.update(extra)
+    return d
+
+
+def _acc(k: int, n: int) -> dict[str, Any]:
+    lo, hi = wilson_interval(k, n)
+    return _hl(k / n if n else float("nan"), low=lo, high=hi, n=n)
+
+
+def profile(
+    source: str | RobrepModel,
+    dataset: str,
+    *,
+    out: str | Path,
+    budget: str | Budget = "quick",
+    layers: Sequence[str] = ("penultimate",),
+    threat: ThreatModel | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    name: str | None = None,
+    arch: str | None = None,
+    trust: bool = False,
+    input_shape: Sequence[int] | None = None,
+    memory_cap: int = DEFAULT_MEMORY_CAP,
+    data_root: str | None = None,
+    download: bool = False,
+    overwrite: bool = False,
+    pictures: bool = True,
+    weights: str | None = None,
+    random_init: bool | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ProfileResult:
+    """Profile an encoder and write its robustness card into ``out``.
+
+    Args:
+        source: the encoder (see :func:`resolve_source`).
+        dataset: data set name (``robrep list datasets``).
+        out: card folder (``card.json``, ``card.html``, PNGs). An existing card is kept unless
+            ``overwrite``.
+        budget: ``quick``, ``standard``, ``paper`` or a :class:`Budget`.
+        layers: representation layers; the first is the probe's, SynBench's and the
+            sensitivity's, vulnerability is measured for each.
+        threat: the threat model (default l-inf 8/255).
+        seed: seeds every random choice.
+        name: display name on the card (default: the source).
+        input_shape: input shape of an ``init:`` model.
+        memory_cap: bytes one forward batch may use (automatic batch size).
+        pictures: also compute the inversion and saliency pictures.
+        weights: where the weights come from, for the card (default: found from the source).
+        random_init: say on the card that the weights are random (default: found from the source;
+            ``init:`` sources are random).
+    """
+    from ..cli.common import device_of
+    from ..runs import environment
+
+    log = log or (lambda s: None)
+    b = get_budget(budget) if isinstance(budget, str) else budget
+    thr = threat if threat is not None else make_threat("linf", DEFAULT_EPS)
+    layers = list(layers) or ["penultimate"]
+    out = Path(out)
+    if (out / "card.json").exists() and not overwrite:
+        raise InputError(f"{out / 'card.json'} exists; pass --overwrite to replace it or choose another --out")
+    from ..data import dataset_info
+
+    info = dataset_info(dataset)
+    dev = device_of(device)
+    model, model_note = resolve_source(source, num_classes=info.num_classes, dataset_shape=info.input_shape, arch=arch,
+                                       trust=trust, input_shape=input_shape, device=dev)
+    model.eval()
+    if weights is not None:
+        model_note["weights"] = weights
+    if random_init is not None:
+        model_note["random_init"] = bool(random_init)
+        if random_init and weights is None:
+            model_note["weights"] = RANDOM_INIT
+    check_layers(model, layers)
+    tr, te, adapted = profile_data(dataset, b, input_shape=model.input_shape, root=data_root, download=download, log=log)
+    num_classes = te.info.num_classes
+    if min(b.mi_n, len(te)) < 2 * b.mi_batch:
+        raise InputError(f"the vulnerability needs at least {2 * b.mi_batch} test images (2 x mi_batch), the profile has "
+                         f"{min(b.mi_n, len(te))}; raise test_n / mi_n or lower mi_batch with --set")
+    stage = _Stages(log)
+    cache = FeatureCache(memory_cap=memory_cap)
+    layer0 = layers[0]
+    torch.manual_seed(seed)
+    results: dict[str, Any] = {}
+    headline: dict[str, dict[str, Any]] = {}
+    curves: dict[str, Any] = {}
+    xte, yte = te.tensors()  # type: ignore[attr-defined]
+
+    # 1. features (cached) and the linear probe
+    with stage("features"):
+        ftr, ytr = cache.data_features(model, layer0, tr)
+        fte = cache.features(model, layer0, xte)
+    with stage("linear probe"):
+        from ..evaluate import linear_probe
+
+        ev_data = te.head(min(b.probe_eval_n, len(te)))  # type: ignore[attr-defined]
+        pr = linear_probe(model, tr, ev_data, layer=layer0, head="linear", eval_threat=thr, attack=b.probe_attack,
+                          eval_steps=b.probe_eval_steps, seed=seed, features=(ftr, ytr))
+        clf = pr.classifier.eval()
+        with torch.no_grad():
+            pred = clf.head(fte.to(dev)).argmax(1).cpu()
+        k_nat = int((pred == yte).sum())
+        n_ev = pr.eval["n"]
+        k_adv = round((pr.adversarial_accuracy or 0.0) * n_ev)
+        results["probe"] = {"layer": layer0, "head": "linear", "fit": pr.fit, "natural_accuracy": k_nat / len(yte),
+                            "natural_n": len(yte), "eval_subset_natural_accuracy": pr.natural_accuracy,
+                            "adversarial_accuracy": pr.adversarial_accuracy, "adversarial_n": n_ev, "eval": pr.eval}
+        headline["probe_natural_accuracy"] = _acc(k_nat, len(yte))
+        headline["probe_adversarial_accuracy"] = _acc(k_adv, n_ev)
+    # 2. embedding sensitivity
+    with stage("embedding sensitivity"):
+        ns = min(b.sensitivity_n, len(te))
+        sens = embedding_sensitivity(model, xte[:ns], thr, layer=layer0, steps=b.sensitivity_steps, seed=seed, clean=fte[:ns])
+        sd = sens.to_dict()
+        results["sensitivity"] = sd
+        s = sd["summary"]
+        headline["sensitivity_median"] = _hl(s["median"], n=ns, p10=s["p10"], p90=s["p90"])
+        headline["sensitivity_mean"] = _hl(s["mean"], low=s["mean_low"], high=s["mean_high"], n=ns)
+        headline["sensitivity_random_median"] = _hl(s["random_median"], n=ns)
+        qs = [(i + 0.5) / ns for i in range(ns)]
+        curves["sensitivity"] = {
+            "title": "Embedding sensitivity (CDF)", "x": "||R(x+d) - R(x)|| / ||R(x)||", "y": "fraction of images",
+            "n": f"n = {ns} images; {thr.to_dict()['norm']} eps = {thr.eps:g}; attack: {b.sensitivity_steps} PGD steps",
+            "series": {"representation attack": [[v, q] for v, q in zip(sorted(sens.ratios), qs)],
+                       "random d in the ball": [[v, q] for v, q in zip(sorted(sens.random_ratios), qs)]},
+            "reference": ["random d in the ball"]}
+    # 3. representation vulnerability per layer
+    with stage("representation vulnerability"):
+        from ..info import vulnerability
+        from ..info.estimate import estimate_mi
+
+        x_mi = te.head(min(b.mi_n, len(te)))  # type: ignore[attr-defined]
+        kw = vulnerability_kwargs(b, seed)
+        per_layer: dict[str, Any] = {}
+        torch.manual_seed(seed)
+        for layer in layers:
+            rep = representation(model, layer)
+            clean = estimate_mi(rep, x_mi, threat=None, **kw)
+            per_layer[layer] = vulnerability(rep, x_mi, thr, num_classes=num_classes, layer=layer, mi_clean=clean, **kw).to_dict()
+        results["vulnerability"] = {"layers": per_layer, "n": len(x_mi),
+                                    "settings": {k: v for k, v in kw.items() if k != "seed"}}
+        v0 = per_layer[layer0]
+        crit = f"{b.mi_critics} critics"
+        headline["vulnerability"] = _hl(v0["vulnerability"]["estimate"], low=v0["vulnerability"]["low"],
+                                        high=v0["vulnerability"]["high"], n=len(x_mi), critics=b.mi_critics)
+        headline["mi_clean"] = _hl(v0["mi_clean"]["estimate"], low=v0["mi_clean"]["low"], high=v0["mi_clean"]["high"], n=len(x_mi))
+        headline["mi_worst"] = _hl(v0["mi_worst"]["estimate"], low=v0["mi_worst"]["low"], high=v0["mi_worst"]["high"], n=len(x_mi))
+        headline["accuracy_bound"] = _hl(v0["accuracy_bound"]["estimate"], low=v0["accuracy_bound"]["low"],
+                                         high=v0["accuracy_bound"]["high"], n=len(x_mi))
+        curves["vulnerability"] = {
+            "title": "Representation vulnerability per layer", "x": "layer", "y": "vulnerability (nats)",
+            "n": f"n = {len(x_mi)} images ({crit}, DV bound); bars: 95 % intervals",
+            "series": {"vulnerability": [[k, v["vulnerability"]["estimate"]] for k, v in per_layer.items()]},
+            "errors": {"vulnerability": [[v["vulnerability"]["low"], v["vulnerability"]["high"]] for v in per_layer.values()]}}
+    # 4. SynBench
+    with stage("SynBench"):
+        from ..evaluate.synbench import DEFAULT_EPS as SB_EPS
+        from ..evaluate.synbench import DEFAULT_THRESHOLDS, synbench
+
+        sb = synbench(model, layer=layer0, eps=SB_EPS, thresholds=DEFAULT_THRESHOLDS, scales=b.synbench_scales,
+                      n_train=b.synbench_n, n_test=b.synbench_n, seed=12, batch_size=cache.batch_size(model, layer0), device=dev)
+        d = sb.to_dict()
+        results["synbench"] = {k: d[k] for k in ("scores", "best_eps", "eps", "thresholds", "scales", "accuracy", "bound",
+                                                  "feature_dim", "config")}
+        sc = sb.scores()[f"{SYNBENCH_THRESHOLD:g}"]
+        sbn = f"{len(b.synbench_scales)} scales x {b.synbench_n} realizations per split"
+        headline["synbench_score"] = _hl(sc["0"], n=len(b.synbench_scales) * b.synbench_n, detail=sbn)
+        headline["synbench_robust_score"] = _hl(sc[f"{SYNBENCH_ROBUST_EPS:g}"], n=len(b.synbench_scales) * b.synbench_n, detail=sbn)
+        curves["synbench"] = {
+            "title": "SynBench expected-bound curve", "x": "threshold accuracy", "y": "expected bound",
+            "n": f"{sbn}; feature dim {sb.feature_dim}",
+            "series": {"eps 0": sb.curve_points(0.0), f"eps {SYNBENCH_ROBUST_EPS:g}": sb.curve_points(SYNBENCH_ROBUST_EPS),
+                       "raw data (Bayes optimum)": d["synbench_curve_raw"]},
+            "reference": ["raw data (Bayes optimum)"]}
+    # 5. randomized smoothing of the probe
+    with stage("randomized smoothing"):
+        from ..certify.smoothing import (
+            certified_accuracy,
+            certified_accuracy_curve,
+            certify,
+            image_generator,
+        )
+
+        nc = min(b.cert_n, len(te))
+        rows = []
+        for i in range(nc):
+            c = certify(clf, xte[i].to(dev), b.cert_sigma, b.cert_n0, b.cert_samples, b.cert_alpha,
+                        batch_size=max(b.cert_n0, min(b.cert_samples, 1000)), generator=image_generator(seed, i, dev))
+            rows.append({"predict": c.prediction, "radius": c.radius, "correct": int(c.prediction == int(yte[i]))})
+        radii, correct = [r["radius"] for r in rows], [bool(r["correct"]) for r in rows]
+        r_max = b.cert_sigma * float(torch.special.ndtri(torch.tensor(b.cert_alpha ** (1.0 / b.cert_samples), dtype=torch.float64)))
+        curve = certified_accuracy_curve(radii, correct, CERT_RADII)
+        results["certification"] = {"sigma": b.cert_sigma, "n": nc, "n0": b.cert_n0, "samples": b.cert_samples,
+                                    "alpha": b.cert_alpha, "max_certifiable_radius": r_max, "rows": rows,
+                                    "certified_accuracy_vs_radius": curve, "noise_trained": False, "radius": CERT_RADIUS}
+        headline["smoothed_accuracy"] = _acc(round(certified_accuracy(radii, correct, 0.0) * nc), nc)
+        headline["certified_accuracy"] = _acc(round(certified_accuracy(radii, correct, CERT_RADIUS) * nc), nc) | {"radius": CERT_RADIUS}
+        curves["certified"] = {
+            "title": "Certified accuracy of the smoothed probe", "x": "l2 radius", "y": "certified accuracy",
+            "n": f"n = {nc} images; sigma = {b.cert_sigma:g}, N = {b.cert_samples}, alpha = {b.cert_alpha:g} "
+                 f"(no radius above {r_max:.3f} is certifiable); band: Wilson 95 %",
+            "series": {"smoothed probe": curve},
+            "band": {"smoothed probe": [[r, *wilson_interval(round(a * nc), nc)] for r, a in curve]}}
+    # 6. pictures
+    figures: dict[str, Any] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    if pictures:
+        with stage("pictures"):
+            figures = _pictures(model, clf, xte, layer0, b, seed, out)
+    card = Card(
+        source=str(source) if not isinstance(source, RobrepModel) else "python:" + type(source.net).__name__,
+        model={"name": name or (str(source) if not isinstance(source, RobrepModel) else model.spec.arch),
+               "arch": model.spec.arch, "input_shape": list(model.input_shape), "mean": list(model.spec.mean),
+               "std": list(model.spec.std), "parameters": sum(p.numel() for p in model.parameters()),
+               "feature_dim": int(fte.shape[1]), **model_note},
+        dataset={"name": dataset, "num_classes": num_classes, "input_shape": list(te.info.input_shape), "adapted": adapted,
+                 "train_n": len(tr), "test_n": len(te)},
+        threat=thr.to_dict(), budget=b.to_dict(), seed=seed, layers=tuple(layers), headline=headline, results=results,
+        curves=curves, figures=figures, seconds=stage.seconds | {"batch_size": float(cache.batch_size(model, layer0))},
+        environment=environment() | {"feature_cache": {"hits": cache.hits, "misses": cache.misses}},
+        schema_version=SCHEMA_VERSION)
+    cj = out / "card.json"
+    atomic_write_json(cj, card.to_dict())
+    from .html import write_card_html
+
+    ch = write_card_html(card, out)
+    return ProfileResult(card, out, cj, ch)
+
+
+def _pictures(model: RobrepModel, clf: torch.nn.Module, xte: torch.Tensor, layer: str, b: Budget, seed: int, out: Path) -> dict[str, Any]:
+    from ..report import save_image_grid
+    from ..visualize import invert, saliency
+
+    dev = next(model.parameters()).device
+    x = xte[: b.picture_n].to(dev)
+    g = torch.Generator(device=dev).manual_seed(seed)
+    step = 0.1 * math.sqrt(x[0].numel() / 784)  # l2 step scaled with the image size (0.1 at 28x28)
+    inv = invert(model, x, layer=layer, steps=b.vis_steps, step_size=step, generator=g)
+    save_image_grid([x, inv.x.detach()], out / "inversion.png", labels=["image", "inverted"])
+    g1 = saliency(clf, x, method="gradient")
+    g2 = saliency(clf, x, method="smoothgrad", samples=b.smoothgrad_samples, generator=g)
+    save_image_grid([x, g1.image, g2.image], out / "saliency.png", labels=["image", "gradient", "SmoothGrad"])
+    rel = float(inv.rep_error.mean())
+    return {"inversion": {"file": "inversion.png", "n": len(x),
+                          "caption": f"Inversion from noise ({b.vis_steps} l2 steps): images whose representation matches "
+                                     f"the original's; mean relative representation error {rel:.3f}, n = {len(x)}"},
+            "saliency": {"file": "saliency.png", "n": len(x),
+                         "caption": f"Saliency of the probe's predicted class: input gradient and SmoothGrad "
+                                    f"({b.smoothgrad_samples} samples), n = {len(x)}"}}
