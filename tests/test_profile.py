@@ -105,7 +105,10 @@ def test_card_numbers_equal_individual_commands(card_run, capsys) -> None:
     card = res.card
     b = TINY
     # robrep synbench
-    assert main(["synbench", "--checkpoint", str(ckpt), "--n-train", str(b.synbench_n), "--n-test", str(b.synbench_n),
+    import torch
+
+    same_threads = ["--threads", str(torch.get_num_threads()), "--precision", "fp32"]  # the card's summation order
+    assert main(["synbench", *same_threads, "--checkpoint", str(ckpt), "--n-train", str(b.synbench_n), "--n-test", str(b.synbench_n),
                  "--scales", *map(str, b.synbench_scales), "--json"]) == 0
     sb = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert sb["scores"]["0.7"]["0"] == pytest.approx(card.headline["synbench_score"]["value"], abs=1e-9)
@@ -114,7 +117,7 @@ def test_card_numbers_equal_individual_commands(card_run, capsys) -> None:
         sb["scores"][t][e] == pytest.approx(card.results["synbench"]["scores"][t][e], abs=1e-9) for t in sb["scores"] for e in sb["scores"][t])
     # robrep vulnerability (same critic, sizes and seed)
     kw = vulnerability_kwargs(b, 3)
-    assert main(["vulnerability", "--checkpoint", str(ckpt), "--layer", "penultimate", "--eps", str(EPS), "--n", str(b.mi_n),
+    assert main(["vulnerability", *same_threads, "--checkpoint", str(ckpt), "--layer", "penultimate", "--eps", str(EPS), "--n", str(b.mi_n),
                  "--critic", "mlp", "--critic-hidden", str(b.mi_critic_hidden), "--n-critics", str(b.mi_critics),
                  "--steps", str(b.mi_steps), "--batch-size", str(b.mi_batch), "--lr", str(kw["lr"]),
                  "--attack-steps", str(b.mi_attack_steps), "--eval-attack-steps", str(b.mi_eval_attack_steps),

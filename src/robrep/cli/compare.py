@@ -11,8 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from ..profile.html import HEADLINE_ORDER
 
     p = sub.add_parser("compare", help="rank the robustness cards of several encoders: sortable table, overlaid curves, "
-                                       "pictures side by side, JSON and CSV",
-                       epilog="example:\n  robrep compare cards/*/card.json --out compare", formatter_class=argparse.RawDescriptionHelpFormatter)
+                                       "pictures side by side, JSON and CSV")
     p.add_argument("cards", nargs="+", help="card.json files (or their folders) written by robrep profile")
     p.add_argument("--out", default="compare", help="folder of compare.html, compare.json, compare.csv (default: %(default)s)")
     p.add_argument("--rank-by", default="probe_adversarial_accuracy", choices=list(HEADLINE_ORDER),

@@ -99,6 +99,20 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("smaller synthetic sets, then an eps-robust linear probe on the real data",
          "robrep synbench --checkpoint runs/demo-pgd/model.safetensors --n-train 512 --n-test 512 --probe --dataset demo"),
     ],
+    "profile": [
+        ("the robustness card of a trained model on the bundled data, quick budget",
+         "robrep profile runs/demo-pgd/model.safetensors --dataset demo --eps 0.1 --out cards/demo-pgd"),
+        ("a torchvision ResNet-18 with random weights, as a reference card",
+         "robrep profile init:tv:resnet18 --dataset demo --eps 0.1 --input-shape 3 64 64 --out cards/resnet18-init"),
+        ("a random-weight small CNN at the quick budget with a smaller probe evaluation",
+         "robrep profile init:small-cnn --dataset demo --budget quick --set probe_eval_n=50 --out cards/init"),
+    ],
+    "compare": [
+        ("one leaderboard page (sortable table, curves, pictures) of several cards",
+         "robrep compare cards/demo-pgd cards/resnet18-init --out cards/compare"),
+        ("rank by another headline number",
+         "robrep compare cards/demo-pgd cards/resnet18-init --out cards/compare --rank-by synbench_score"),
+    ],
     "semantic": [
         ("the smallest brightness change that flips each of 20 test images (attack only)",
          "robrep semantic --checkpoint runs/demo-pgd/model.safetensors --transform brightness --n 20"),

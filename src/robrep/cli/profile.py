@@ -8,17 +8,9 @@ from typing import Any
 
 from .common import add_common, emit, log
 
-EPILOG = """examples:
-  robrep profile runs/robust/model.safetensors --dataset demo --eps 0.1 --out cards/robust
-  robrep profile init:tv:resnet18 --dataset demo --eps 0.1 --input-shape 3 64 64 --out cards/resnet18
-  robrep profile init:small-cnn --dataset demo --budget quick --set probe_eval_n=50 --out cards/init
-"""
-
-
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("profile", help="robustness card of an encoder: SynBench, vulnerability, embedding sensitivity, "
-                                       "probe accuracy, certified accuracy, pictures",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                       "probe accuracy, certified accuracy, pictures")
     p.add_argument("source", help="the encoder: a checkpoint file, a model source (robrep.load syntax), or init:<arch> "
                                   "for random weights (e.g. init:tv:resnet18)")
     p.add_argument("--dataset", required=True, help="data set of the probe and the measures (robrep list datasets)")

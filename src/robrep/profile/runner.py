@@ -56,6 +56,13 @@ class ProfileResult:
     card_html: Path
 
 
+def _device_of(name: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as given."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def resolve_source(source: str | RobrepModel, *, num_classes: int, dataset_shape: Sequence[int], arch: str | None = None,
                    trust: bool = False, input_shape: Sequence[int] | None = None,
                    device: torch.device | str = "cpu") -> tuple[RobrepModel, dict[str, Any]]:
@@ -68,7 +75,7 @@ def resolve_source(source: str | RobrepModel, *, num_classes: int, dataset_shape
     * a file: a robrep checkpoint or another tool's (``arch`` / ``trust`` as for ``robrep eval``);
     * anything else goes to :func:`robrep.models.load`, the public model-source syntax.
     """
-    from ..models import create_model, load, load_with_meta
+    from ..models import create_model, load_with_meta
 
     if isinstance(source, RobrepModel):
         return source.to(device), {"weights": "as given (Python object)"}
@@ -86,8 +93,11 @@ def resolve_source(source: str | RobrepModel, *, num_classes: int, dataset_shape
     if p.exists():
         model, meta = load_with_meta(p, arch=arch, trust=trust, device=torch.device(device))
         return model, {"weights": str(p), "checkpoint_meta": {k: v for k, v in meta.items() if k in ("dataset", "epoch", "objective", "threat")}}
-    model = load(source)
-    return model.to(device), {"weights": source}
+    model, meta = load_with_meta(source, device=torch.device(device))  # tv:/timm:/hf:/open_clip: sources
+    info: dict[str, Any] = {"weights": meta.get("weights") or source}
+    if meta.get("pretrained") is False:  # a source without weights is randomly initialized: the card says so
+        info |= {"weights": RANDOM_INIT, "random_init": True}
+    return model, info
 
 
 def check_layers(model: RobrepModel, layers: Sequence[str]) -> None:
@@ -227,7 +237,6 @@ def profile(
         random_init: say on the card that the weights are random (default: found from the source;
             ``init:`` sources are random).
     """
-    from ..cli.common import device_of
     from ..runs import environment
 
     log = log or (lambda s: None)
@@ -240,7 +249,7 @@ def profile(
     from ..data import dataset_info
 
     info = dataset_info(dataset)
-    dev = device_of(device)
+    dev = _device_of(device)
     model, model_note = resolve_source(source, num_classes=info.num_classes, dataset_shape=info.input_shape, arch=arch,
                                        trust=trust, input_shape=input_shape, device=dev)
     model.eval()
