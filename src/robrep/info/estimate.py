@@ -879,7 +879,8 @@ def vulnerability(
                   accuracy_bound(worst.high, num_classes))
     pa = pra = None
     if labels is not None:
-        s = mi_settings(kwargs.get("preset"), **{k: v for k, v in kwargs.items() if k in {f.name for f in fields(MISettings)}})
+        s = mi_settings(kwargs.get("preset"), **{k: v for k, v in kwargs.items()
+                                                 if k in {f.name for f in fields(MISettings)} and k != "preset"})
         pa, pra = probe_robust_accuracy(rep, xs, labels, threat, eval_fraction=s.eval_fraction, num_classes=num_classes,
                                         seed=seed)
     return VulnerabilityResult(layer, threat.to_dict(), clean, worst, rv, ab, num_classes, w_u, w_c, pa, pra)
