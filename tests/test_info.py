@@ -129,7 +129,7 @@ def _gauss_rho(m: int, rho: float, seed: int) -> tuple[torch.Tensor, torch.Tenso
 def test_trained_critic_rho09(estimator: str) -> None:
     x, z = _gauss_rho(12000, 0.9, 0)
     r = estimate_mi_samples(x, z, estimator=estimator, n_critics=2, steps=300, batch_size=128, lr=3e-3, seed=0,
-                            critic_kwargs={"hidden": 32, "embed": 16, "layers": 1})
+                            critic_kwargs={"hidden": 32, "embed": 16, "layers": 1}, patience=0)
     true = 0.8304
     assert 0.9 * true <= r.estimate <= true + 0.06, r
     assert r.low <= r.estimate <= r.high and r.n_critics == 2 and len(r.values) == 2
@@ -387,7 +387,7 @@ def test_default_estimator_rho09_within_5pct_and_interval_covers_truth() -> None
     for seed in range(20):
         x, z = _gauss_case(seed, 4096)
         r = estimate_mi_samples(x, z, n_critics=3, steps=150, batch_size=128, eval_batch_size=1024, n_eval_batches=2,
-                                lr=3e-3, seed=seed, critic_kwargs={"hidden": 16, "embed": 8, "layers": 1})
+                                lr=3e-3, seed=seed, critic_kwargs={"hidden": 64, "embed": 16, "layers": 2})
         ests.append(r.estimate)
         cover += r.low <= true <= r.high
         assert r.low <= r.estimate <= r.high and r.unit == "anchor" and len(r.per_unit[0]) == 2048
@@ -468,7 +468,7 @@ def test_bad_input_messages() -> None:
 
     class _Blowup(nn.Module):
         def forward(self, xx: torch.Tensor) -> torch.Tensor:
-            return rep(xx) * 1e30  # finite features, scores overflow
+            return rep(xx) * 1e38  # finite features (< 3.4e38), the critic overflows
 
     with pytest.raises(InputError, match=r"dv estimate became non-finite at clean critic step 1"):
         estimate_mi(_Blowup(), torch.rand(400, 6), estimator="dv", batch_size=16, folds=1)

@@ -624,7 +624,7 @@ def estimate_mi_samples(
     if not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(z).all())):
         raise InputError("x and z must be finite (found NaN or inf)")
     b = get_bound(s.estimator)
-    z = z.flatten(1)
+    z = _standardiser(z.flatten(1))(z.flatten(1))  # a fixed invertible affine map: MI unchanged
     d = _Data(x, z, s, "samples")
     critics = _make_critics(s, x.shape[1:], z.shape[1], seed * 7919, "representation").to(x.device)
     assert d.zt is not None and d.zv is not None and d.ze is not None
@@ -734,6 +734,12 @@ def _estimate(rep: nn.Module, xs: torch.Tensor, threat: ThreatModel | None, s: M
     z_all = _features(rep, xs)
     if not bool(torch.isfinite(z_all).all()):
         raise InputError("the representation has non-finite values on these inputs")
+    # critics see standardised features (per dimension, constants from the clean inputs): a fixed
+    # invertible affine map of R(x), so MI and vulnerability are unchanged, but the critics no
+    # longer depend on the layer's scale
+    norm = _standardiser(z_all)
+    rep = nn.Sequential(_Flatten(rep), norm)
+    z_all = norm(z_all)
     m, nf = xs.shape[0], max(1, int(s.folds))
     size = m // nf
     eb = s.eval_batch_size or s.batch_size
@@ -948,6 +954,22 @@ def probe_robust_accuracy(
         return nat, nat
     r = pgd(net, xe, ye, threat, steps=attack_steps, generator=torch.Generator().manual_seed(seed), check=False)
     return nat, float((~r.success).float().mean())
+
+
+class _Flatten(nn.Module):
+    def __init__(self, rep: nn.Module) -> None:
+        super().__init__()
+        self.rep = rep
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rep(x).flatten(1)
+
+
+def _standardiser(z: torch.Tensor) -> _Standardise:
+    """Per-dimension standardisation with constants from ``z`` (constant dimensions stay 0)."""
+    mu, sd = z.mean(0), z.std(0) if z.shape[0] > 1 else torch.ones_like(z[0])
+    sd = torch.where(sd > 1e-6 * float(sd.max().clamp_min(1e-30)), sd, torch.ones_like(sd))
+    return _Standardise(mu.detach(), sd.detach())
 
 
 class _Standardise(nn.Module):
