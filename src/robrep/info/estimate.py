@@ -19,9 +19,8 @@ How the estimate is made cheap and its interval honest:
 * early stopping: every ``eval_every`` steps the estimate is read on a validation batch held out
   of training (attacked, for the worst case); training stops after ``patience`` checks without
   improvement and the best critics are kept;
-* the interval is a percentile bootstrap over critics *and* held-out units (anchors for
-  InfoNCE, batches otherwise), resampled together; the widths of the two one-way intervals
-  (units only, critics only) are reported beside it.
+* the interval adds, in quadrature, a bootstrap over held-out units (anchors for InfoNCE,
+  batches otherwise) and a Student t over critics; both one-way widths are reported beside it.
 
 The defaults are the ``standard`` preset (:data:`PRESETS`); ``paper`` keeps the paper's
 settings (DV bound, DIM critic, Adam 1e-4, PGD-7 per step, independent critics).
@@ -182,7 +181,7 @@ class MIEstimate:
 
     Attributes:
         estimate: mean over critics and held-out units.
-        low, high: interval (bootstrap over critics and held-out units together).
+        low, high: interval (units bootstrap and critics t interval in quadrature).
         estimator: bound name (``infonce``, ``dv``...).
         n_critics: critics trained.
         values: per-critic estimates.
@@ -255,8 +254,8 @@ class VulnerabilityResult:
         layer: representation name.
         threat: threat model dict.
         mi_clean, mi_worst: the two estimates.
-        vulnerability: I_clean - I_worst with its interval (bootstrap of the paired
-            differences over critics and held-out units).
+        vulnerability: I_clean - I_worst with its interval (from the paired differences per
+            critic and held-out unit, as for an MI estimate).
         accuracy_bound: Fano bound on the adversarial accuracy of *any* downstream classifier,
             ``min(1, (I_worst + log 2) / log |Y|)``, its interval mapped from mi_worst's.
         num_classes: |Y| used in the bound.
@@ -854,7 +853,7 @@ def vulnerability(
 
     The worst-case critics are the clean critics fine-tuned against the attack (``warm_start``,
     default) and are read on the same held-out units, so RV is a paired difference per critic
-    and unit; its interval resamples critics and units together. At eps = 0 the worst case is the
+    and unit. At eps = 0 the worst case is the
     clean distribution itself, so RV is exactly 0. The bound on the adversarial accuracy of any
     downstream classifier is Fano's (:func:`robrep.info.accuracy_bound`).
 
