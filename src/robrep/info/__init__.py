@@ -11,7 +11,17 @@ from .bound import (
     exact_sign_mi,
     sign_gaussian_case,
 )
-from .bounds import BOUNDS, Bound, dv_bound, get_bound, infonce_bound, infonce_terms, jsd_bound, list_bounds, smile_bound
+from .bounds import (
+    BOUNDS,
+    Bound,
+    dv_bound,
+    get_bound,
+    infonce_bound,
+    infonce_terms,
+    jsd_bound,
+    list_bounds,
+    smile_bound,
+)
 from .critics import (
     CRITICS,
     ConcatMLPCritic,

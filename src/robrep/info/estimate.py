@@ -41,7 +41,7 @@ from ..errors import InputError
 from ..threats import ThreatModel
 from .bound import accuracy_bound
 from .bounds import Bound, get_bound
-from .critics import create_critic, create_critics
+from .critics import create_critics
 
 __all__ = [
     "DEFAULT_PRESET",
