@@ -509,9 +509,13 @@ class _Data:
 def _read_batch(critics: nn.Module, b: Bound, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """(k, units) values of one batch: per-anchor terms (InfoNCE) or one value per batch."""
     sc = critics(x, z)
+    # a constant critic reads exactly 0 (every bound here) and is as valid as any other, so a
+    # critic reading below 0 on a batch is replaced by it there: the estimate never drops below
+    # 0 and one failed critic cannot drag it to large negative values
     if b.terms is not None:
-        return torch.stack([b.terms(sc[j]) for j in range(sc.shape[0])])
-    return _per_critic(b.read, sc)[:, None]
+        t = torch.stack([b.terms(sc[j]) for j in range(sc.shape[0])])
+        return torch.where(t.mean(1, keepdim=True) < 0, torch.zeros_like(t), t)
+    return _per_critic(b.read, sc).clamp_min(0.0)[:, None]
 
 
 def _check_finite(v: torch.Tensor, b: Bound, step: int, phase: str) -> None:
