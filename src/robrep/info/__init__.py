@@ -11,29 +11,57 @@ from .bound import (
     exact_sign_mi,
     sign_gaussian_case,
 )
-from .bounds import BOUNDS, Bound, dv_bound, get_bound, infonce_bound, jsd_bound, list_bounds
+from .bounds import (
+    BOUNDS,
+    Bound,
+    dv_bound,
+    get_bound,
+    infonce_bound,
+    infonce_terms,
+    jsd_bound,
+    list_bounds,
+    smile_bound,
+)
 from .critics import (
     CRITICS,
     ConcatMLPCritic,
+    CriticStack,
     DIMCritic,
     ResidualBlock1x1,
     SeparableMLPCritic,
+    SeparableMLPEnsemble,
     create_critic,
+    create_critics,
     list_critics,
 )
 from .estimate import (
+    DEFAULT_PRESET,
+    PRESETS,
     Interval,
     MIEstimate,
+    MISettings,
     VulnerabilityResult,
     batch_pgd,
     estimate_mi,
     estimate_mi_samples,
     fit_critic,
     interval_from_values,
+    mi_settings,
+    probe_robust_accuracy,
     vulnerability,
 )
 
 __all__ = [
+    "DEFAULT_PRESET",
+    "PRESETS",
+    "MISettings",
+    "CriticStack",
+    "SeparableMLPEnsemble",
+    "create_critics",
+    "infonce_terms",
+    "smile_bound",
+    "mi_settings",
+    "probe_robust_accuracy",
     "BOUNDS",
     "Bound",
     "CRITICS",

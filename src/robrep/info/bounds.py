@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from .._registry import Registry
 from ..errors import InputError
 
-__all__ = ["BOUNDS", "Bound", "dv_bound", "get_bound", "infonce_bound", "jsd_bound", "list_bounds"]
+__all__ = ["BOUNDS", "Bound", "dv_bound", "get_bound", "infonce_bound", "infonce_terms", "jsd_bound", "list_bounds", "smile_bound"]
 
 
 def _as3d(scores: torch.Tensor) -> torch.Tensor:
@@ -110,6 +110,35 @@ def infonce_bound(scores: torch.Tensor) -> torch.Tensor:
     return logp.mean() + math.log(n)
 
 
+def infonce_terms(scores: torch.Tensor) -> torch.Tensor:
+    """The per-anchor terms of :func:`infonce_bound`: ``log N + mean_l log softmax_j T_l(x_i, z_j)|_{j=i}``
+    for each i, shape (N,); their mean is the bound. Used to resample anchors in intervals."""
+    s = _as3d(scores)
+    n = s.shape[-1]
+    return torch.diagonal(F.log_softmax(s, dim=-1), dim1=-2, dim2=-1).mean(0) + math.log(n)
+
+
+def smile_bound(scores: torch.Tensor, tau: float = 5.0) -> torch.Tensor:
+    """SMILE (Song & Ermon 2020): the DV value with the negative-pair scores clipped to
+    [-tau, tau] inside the log-mean-exp, which bounds the variance of the partition term.
+
+    ``mean_l [ mean_i T_l(x_i, z_i) - log( 1/(N(N-1)) sum_{i != j} exp clip(T_l(x_i, z_j), -tau, tau) ) ]``.
+    Not a lower bound for every critic (clipping lowers the partition term); the critic is
+    trained with the JSD objective, as in the original.
+
+    Args:
+        scores: (L, N, N) or (N, N).
+        tau: clipping level (default 5).
+    """
+    s = _as3d(scores)
+    n = s.shape[-1]
+    eye = torch.eye(n, dtype=torch.bool, device=s.device)
+    pos = torch.diagonal(s, dim1=-2, dim2=-1).mean(-1)
+    neg = s.clamp(-tau, tau).masked_fill(eye, float("-inf"))
+    lme = torch.logsumexp(neg.flatten(-2), dim=-1) - math.log(n * (n - 1))
+    return (pos - lme).mean()
+
+
 @dataclass(frozen=True)
 class Bound:
     """A named MI estimator: the critic is trained by maximising ``train`` and the MI estimate
@@ -121,24 +150,29 @@ class Bound:
             perturbation).
         read: (scores) -> scalar MI estimate in nats.
         cap_log_n: the estimate is capped by log N (InfoNCE).
+        terms: (scores) -> (N,) per-anchor values whose mean is ``read`` (None: the estimate
+            does not split over anchors; intervals then resample whole batches).
     """
 
     name: str
     train: Callable[[torch.Tensor], torch.Tensor]
     read: Callable[[torch.Tensor], torch.Tensor]
     cap_log_n: bool = False
+    terms: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 BOUNDS: Registry[Bound] = Registry("mi-estimator")
 BOUNDS.add("dv", Bound("dv", dv_bound, dv_bound), help="Donsker-Varadhan / MINE lower bound (authors' default)")
 BOUNDS.add("jsd", Bound("jsd", jsd_bound, dv_bound), help="critic trained with the Deep InfoMax JSD objective, read as DV")
-BOUNDS.add("infonce", Bound("infonce", infonce_bound, infonce_bound, cap_log_n=True), help="InfoNCE (capped by log N)")
+BOUNDS.add("infonce", Bound("infonce", infonce_bound, infonce_bound, cap_log_n=True, terms=infonce_terms),
+           help="InfoNCE (capped by log N; lowest variance; the default)")
+BOUNDS.add("smile", Bound("smile", jsd_bound, smile_bound), help="critic trained with JSD, read as DV clipped at +-5 (SMILE, Song & Ermon 2020)")
 BOUNDS.add("dv-code", Bound("dv-code", lambda s: dv_bound(s, "zero"), lambda s: dv_bound(s, "zero")),
            help="DV with the authors' masked-diagonal quirk (for comparison only)")
 
 
 def get_bound(name: str | Bound) -> Bound:
-    """The :class:`Bound` called ``name`` (``dv``, ``jsd``, ``infonce``, ``dv-code``)."""
+    """The :class:`Bound` called ``name`` (``infonce``, ``dv``, ``jsd``, ``smile``, ``dv-code``)."""
     return name if isinstance(name, Bound) else BOUNDS.get(name)
 
 

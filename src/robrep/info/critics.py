@@ -24,7 +24,8 @@ from torch import nn
 from .._registry import Registry
 from ..errors import InputError
 
-__all__ = ["CRITICS", "ConcatMLPCritic", "DIMCritic", "ResidualBlock1x1", "SeparableMLPCritic", "create_critic", "list_critics"]
+__all__ = ["CRITICS", "ConcatMLPCritic", "CriticStack", "DIMCritic", "ResidualBlock1x1", "SeparableMLPCritic",
+           "SeparableMLPEnsemble", "create_critic", "create_critics", "list_critics"]
 
 CriticFactory = Callable[..., nn.Module]
 CRITICS: Registry[CriticFactory] = Registry("critic")
@@ -155,6 +156,97 @@ class ConcatMLPCritic(nn.Module):
         n = x.shape[0]
         xz = torch.cat([x[:, None, :].expand(n, n, -1), z[None, :, :].expand(n, n, -1)], dim=-1)
         return self.net(xz).squeeze(-1).unsqueeze(0)
+
+
+class SeparableMLPEnsemble(nn.Module):
+    """``k`` independent :class:`SeparableMLPCritic` s evaluated in one batched pass.
+
+    Every critic has its own weights (stacked along a leading dimension of size ``k``, applied
+    with batched matrix products), so training them together on one shared batch costs about one
+    critic's Python overhead and one pass over the batch, while their estimates stay independent
+    given the data. Critic ``j`` is initialised exactly as ``SeparableMLPCritic`` would be under
+    its own random stream.
+
+    Args:
+        k: number of critics.
+        x_shape, z_dim, hidden, embed, layers, shortcut: as :class:`SeparableMLPCritic`.
+
+    Shape:
+        - x: (N, ...); z: (N, D).  Output: (k, 1, N, N), ``out[j, 0, a, b] = T_j(x_a, z_b)``.
+    """
+
+    def __init__(self, k: int, x_shape: Sequence[int], z_dim: int, hidden: int = 128, embed: int = 32, layers: int = 2,
+                 shortcut: bool = True) -> None:
+        super().__init__()
+        if k < 1:
+            raise InputError(f"an ensemble needs at least one critic, got k={k}")
+        self.k = int(k)
+        members = [SeparableMLPCritic(x_shape, z_dim, hidden, embed, layers, shortcut) for _ in range(self.k)]
+
+        def stack(get: Callable[[SeparableMLPCritic], list[nn.Linear]]) -> tuple[nn.ParameterList, nn.ParameterList]:
+            n = len(get(members[0]))
+            ws = nn.ParameterList([nn.Parameter(torch.stack([get(m)[i].weight.detach().T for m in members])) for i in range(n)])
+            bs = nn.ParameterList([nn.Parameter(torch.stack([get(m)[i].bias.detach()[None, :] for m in members])) for i in range(n)])
+            return ws, bs
+
+        lins = lambda seq: [mod for mod in seq if isinstance(mod, nn.Linear)]  # noqa: E731
+        self.fw, self.fb = stack(lambda m: lins(m.f))
+        self.gw, self.gb = stack(lambda m: lins(m.g))
+        self.shortcut = shortcut
+        if shortcut:
+            self.fs = nn.Parameter(torch.stack([m.fs.weight.detach().T for m in members]))  # type: ignore[union-attr]
+            self.gs = nn.Parameter(torch.stack([m.gs.weight.detach().T for m in members]))  # type: ignore[union-attr]
+
+    @staticmethod
+    def _branch(ws: nn.ParameterList, bs: nn.ParameterList, v: torch.Tensor) -> torch.Tensor:
+        h = v.unsqueeze(0).expand(ws[0].shape[0], -1, -1)
+        for i, (w, b) in enumerate(zip(ws, bs)):
+            h = torch.baddbmm(b, h, w)
+            if i < len(ws) - 1:
+                h = torch.relu(h)
+        return h
+
+    def embed(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (k, N, E) embeddings of x and of z (scores are their inner products)."""
+        x, z = x.flatten(1), z.flatten(1)
+        fx, gz = self._branch(self.fw, self.fb, x), self._branch(self.gw, self.gb, z)
+        if self.shortcut:
+            fx = fx + torch.matmul(x, self.fs)
+            gz = gz + torch.matmul(z, self.gs)
+        return fx, gz
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        fx, gz = self.embed(x, z)
+        return torch.bmm(fx, gz.transpose(1, 2)).unsqueeze(1)
+
+
+class CriticStack(nn.Module):
+    """Several critics of any kind run one after the other, scores stacked: (k, L, N, N)."""
+
+    def __init__(self, critics: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(critics)
+        self.k = len(self.members)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return torch.stack([c(x, z) for c in self.members])
+
+
+def create_critics(name: str, k: int, x_shape: Sequence[int], z_dim: int, seed: int = 0, **kwargs: object) -> nn.Module:
+    """``k`` critics called ``name`` as one module returning (k, L, N, N) scores.
+
+    ``mlp`` gives a :class:`SeparableMLPEnsemble` (one batched pass); any other name a
+    :class:`CriticStack`. Initialisation is seeded by ``seed`` (critic ``j`` differs from critic
+    ``i``), without touching the global random state.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if name == "mlp":
+            try:
+                return SeparableMLPEnsemble(k, x_shape, z_dim, **kwargs)  # type: ignore[arg-type]
+            except TypeError as e:
+                raise InputError(f"bad options for critic {name!r}: {e}") from e
+        return CriticStack([create_critic(name, x_shape, z_dim, **kwargs) for _ in range(k)])
 
 
 CRITICS.add("dim", DIMCritic, help="Zhu et al. / Deep InfoMax local critic: conv branch on x, 1x1 block on z, dot product")

@@ -14,8 +14,9 @@ Information Maximization*, ICML 2020 (docs/methods/vulnerability.md):
 The model is an encoder (e.g. ``dim-encoder``) whose output is the representation; the critic
 (``extra_modules()``) is trained jointly and checkpointed beside the model.
 
-Note: these objectives use the critic and bounds of :mod:`robrep.info` (leaf modules that only
-depend on torch and robrep's registry/errors).
+Note: these objectives use the critics, bounds and inner optimizer of :mod:`robrep.info`, the
+same implementation as ``robrep vulnerability``, the demo and the profile card; the inner
+optimizer ``batch_pgd`` is ``robrep.attacks.pgd_perturb`` run on the batch estimate.
 """
 
 from __future__ import annotations
