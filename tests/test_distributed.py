@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 ARGS = ["train", "--dataset", "demo", "--model", "small-cnn", "--epochs", "1", "--batch-size", "64", "--train-fraction", "0.06",
-        "--eval-n", "0", "--lr", "0.05", "--quiet", "--device", "cpu"]
+        "--eval-n", "0", "--lr", "0.05", "--quiet", "--device", "cpu", "--precision", "fp32"]
 
 
 def _free_port() -> int:

@@ -172,7 +172,8 @@ def test_transfer_sweep_two_ranks_equal_one_rank(tmp_path: Path) -> None:
 
 
 TRAIN = ["train", "--dataset", "demo", "--model", "small-cnn", "--epochs", "2", "--batch-size", "64", "--train-fraction",
-         "0.04", "--eval-n", "0", "--lr", "0.05", "--quiet", "--device", "cpu", "--objective", "standard"]
+         "0.04", "--eval-n", "0", "--lr", "0.05", "--quiet", "--device", "cpu", "--objective", "standard",
+         "--precision", "fp32"]  # --amp below asks for bf16 explicitly
 
 
 @pytest.mark.parametrize("layout", [["--channels-last"], ["--amp"]])
@@ -218,6 +219,7 @@ def test_unshared_out_folder_is_detected(tmp_path: Path) -> None:
               f"base = {str(tmp_path)!r}\n"
               "try:\n    check_peers(os.path.join(base, FOLDER), s)\n"
               "except InputError as e:\n    print('ERR', e); sys.exit(2)\n"
+              "import torch.distributed as dist; dist.destroy_process_group()\n"
               "print('OK')\n")
     p = _torchrun_script(tmp_path / "apart.py", script.replace("FOLDER", "'rank%d' % s.rank"))
     assert p.returncode != 0
