@@ -4,14 +4,14 @@ Zhu, Zhang & Evans, *Learning Adversarially Robust Representations via Worst-Cas
 Information Maximization*, ICML 2020.
 """
 
-from .bound import (
+from .fano import (
     SignGaussianCase,
     accuracy_bound,
     binary_entropy,
     exact_sign_mi,
     sign_gaussian_case,
 )
-from .bounds import (
+from .mi_bounds import (
     BOUNDS,
     Bound,
     dv_bound,

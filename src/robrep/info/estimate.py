@@ -42,8 +42,8 @@ from torch import nn
 from ..data import ImageData
 from ..errors import InputError
 from ..threats import ThreatModel
-from .bound import accuracy_bound
-from .bounds import Bound, get_bound
+from .fano import accuracy_bound
+from .mi_bounds import Bound, get_bound
 from .critics import create_critics
 
 __all__ = [
