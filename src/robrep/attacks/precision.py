@@ -12,7 +12,7 @@ Then, in float32:
 1. **Verdicts**: every example is re-judged from float32 logits of the attack's best point;
    a bf16 "success" that float32 does not confirm is not counted.
 2. **Re-check**: every example not broken in float32 gets a short float32 PGD
-   (``recheck_steps`` steps, default 1, with the attack's loss) started from that best point;
+   (``recheck_steps`` steps, default 5, with the attack's loss) started from that best point;
    any float32-confirmed success along the way is kept.
 
 So every reported success is a float32 misclassification (never an artefact of bf16 rounding),
@@ -238,7 +238,7 @@ def with_precision(
     attack: Callable[..., AttackResult],
     precision: str = "auto",
     *,
-    recheck_steps: int = 1,
+    recheck_steps: int = 5,
     recheck_step_size: float | None = None,
     channels_last: bool = True,
 ) -> Callable[..., AttackResult]:
