@@ -78,6 +78,27 @@ class ImageData:
         return n // batch_size if drop_last else -(-n // batch_size)
 
 
+def fraction_indices(labels: torch.Tensor, frac: float, seed: int = 0, balanced: bool = True) -> torch.Tensor:
+    """Sorted indices of a seeded subset holding ``frac`` of the examples: per class (at least one
+    of each) when ``balanced``, else over all examples.
+
+    Raises:
+        InputError: ``frac`` outside (0, 1].
+    """
+    if not 0 < frac <= 1:
+        raise InputError(f"fraction must be in (0, 1], got {frac}")
+    g = torch.Generator().manual_seed(seed)
+    if not balanced:
+        k = max(1, int(round(frac * len(labels))))
+        return torch.randperm(len(labels), generator=g)[:k]
+    keep = []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        k = max(1, int(round(frac * len(idx))))
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    return torch.sort(torch.cat(keep)).values
+
+
 @dataclass
 class TensorImageData(ImageData):
     """Images held in memory (uint8 or float in [0,1]); batches are slices, no DataLoader.
@@ -144,20 +165,9 @@ class TensorImageData(ImageData):
 
     def fraction(self, frac: float, seed: int = 0, balanced: bool = True) -> TensorImageData:
         """A seeded (class-balanced) subset holding ``frac`` of the examples."""
-        if not 0 < frac <= 1:
-            raise InputError(f"fraction must be in (0, 1], got {frac}")
         if frac == 1:
             return self
-        g = torch.Generator().manual_seed(seed)
-        if not balanced:
-            k = max(1, int(round(frac * len(self))))
-            return self.subset(torch.randperm(len(self), generator=g)[:k])
-        keep = []
-        for c in torch.unique(self.labels).tolist():
-            idx = torch.nonzero(self.labels == c).flatten()
-            k = max(1, int(round(frac * len(idx))))
-            keep.append(idx[torch.randperm(len(idx), generator=g)[:k]])
-        return self.subset(torch.sort(torch.cat(keep)).values)
+        return self.subset(fraction_indices(self.labels, frac, seed, balanced))
 
     def head(self, n: int) -> TensorImageData:
         """The first ``n`` examples (deterministic evaluation subsets)."""

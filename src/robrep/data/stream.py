@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import DataNotFoundError, InputError, RobrepError
-from .core import DatasetInfo, ImageData, TensorImageData
+from .core import DatasetInfo, ImageData, TensorImageData, fraction_indices
 
 __all__ = [
     "ImageSource",
@@ -302,20 +302,9 @@ class StreamImageData(ImageData):
 
     def fraction(self, frac: float, seed: int = 0, balanced: bool = True) -> StreamImageData:
         """A seeded (class-balanced) subset holding ``frac`` of the examples (as ``TensorImageData.fraction``)."""
-        if not 0 < frac <= 1:
-            raise InputError(f"fraction must be in (0, 1], got {frac}")
         if frac == 1:
             return self
-        g = torch.Generator().manual_seed(seed)
-        if not balanced:
-            k = max(1, int(round(frac * len(self))))
-            return self.subset(torch.randperm(len(self), generator=g)[:k])
-        keep = []
-        for c in torch.unique(self.labels).tolist():
-            idx = torch.nonzero(self.labels == c).flatten()
-            k = max(1, int(round(frac * len(idx))))
-            keep.append(idx[torch.randperm(len(idx), generator=g)[:k]])
-        return self.subset(torch.sort(torch.cat(keep)).values)
+        return self.subset(fraction_indices(self.labels, frac, seed, balanced))
 
     def with_workers(self, num_workers: int | None) -> StreamImageData:
         """The same data served with ``num_workers`` DataLoader workers."""
