@@ -82,10 +82,39 @@ def test_picker_used_without_env(fresh_runtime, monkeypatch) -> None:
     monkeypatch.setattr(runtime, "available_cpus", lambda: 2)
     monkeypatch.setattr(runtime.os, "getloadavg", lambda: (1.2, 1.0, 1.0))
     monkeypatch.setattr(runtime.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runtime, "busy_cpus_now", lambda: None)  # no /proc/stat: the load average decides
     lines: list[str] = []
     c = runtime.configure_threads(log=lines.append)
     assert c["threads"] == 1 and c["source"] == "auto" and torch.get_num_threads() == 1
     assert "1 thread (auto; 2 CPUs available, load average 1.2)" in lines[0]
+
+
+def test_busy_cpus_now_wins_over_a_lagging_load_average(fresh_runtime, monkeypatch) -> None:
+    """A job that ended a minute ago still weighs on the load average; the sample sees it gone."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 2)
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (1.9, 1.0, 1.0))
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runtime, "busy_cpus_now", lambda: 0.05)
+    lines: list[str] = []
+    c = runtime.configure_threads(log=lines.append)
+    assert c["threads"] == 2 and c["load_source"] == "busy CPUs now"
+    assert "2 threads (auto; 2 CPUs available, busy CPUs now 0.05)" in lines[0]
+
+
+def test_busy_cpus_now_from_two_proc_stat_samples(tmp_path, monkeypatch) -> None:
+    stat = tmp_path / "stat"
+    # 4 CPUs; between the samples 400 jiffies pass, 100 of them busy: one CPU's worth of 4 x 25 %
+    first = "cpu  1000 0 500 8000 100 0 0 0 0 0\ncpu0 1 0 0 0 0\ncpu1 1 0 0 0 0\ncpu2 1 0 0 0 0\ncpu3 1 0 0 0 0\n"
+    second = "cpu  1080 0 520 8300 100 0 0 0 0 0\ncpu0 1 0 0 0 0\ncpu1 1 0 0 0 0\ncpu2 1 0 0 0 0\ncpu3 1 0 0 0 0\n"
+    stat.write_text(first)
+    import time as _time
+
+    monkeypatch.setattr(_time, "sleep", lambda s: stat.write_text(second))
+    assert runtime.busy_cpus_now(0.0, stat) == 1.0
+    stat.write_text("garbage\n")
+    assert runtime.busy_cpus_now(0.0, stat) is None
+    assert runtime.busy_cpus_now(0.0, tmp_path / "missing") is None
 
 
 def test_precision_names_and_resolution(monkeypatch) -> None:

@@ -3,8 +3,9 @@
 Threads: torch starts one intra-op thread per core it sees, which oversubscribes a machine whose
 cores are busy with other jobs (each parallel region then waits for its descheduled threads;
 measured up to 20x slower on a loaded 2-core machine). :func:`configure_threads` picks the count
-from the CPUs this process may use (affinity mask and cgroup CPU quota) and the load it sees,
-unless the user chose (``--threads`` or ``OMP_NUM_THREADS``).
+from the CPUs this process may use (affinity mask and cgroup CPU quota) and the load it sees now
+(``/proc/stat`` sampled for a quarter of a second; the 1-minute load average where that is not
+available), unless the user chose (``--threads`` or ``OMP_NUM_THREADS``).
 
 Precision: ``fp32`` (exact float32 everywhere), ``bf16`` (bfloat16 autocast of the forward and
 backward passes; needs native bf16: AVX512-BF16/AMX on CPUs, compute capability >= 8 on CUDA)
@@ -33,6 +34,7 @@ __all__ = [
     "PRECISIONS",
     "available_cpus",
     "bf16_supported",
+    "busy_cpus_now",
     "configure_threads",
     "pick_threads",
     "resolve_precision",
@@ -78,6 +80,43 @@ def available_cpus() -> int:
     if limit is not None:
         n = min(n, max(1, math.ceil(limit - 1e-9)))
     return max(1, n)
+
+
+def _read_cpu_jiffies(stat: Path) -> tuple[int, int, int] | None:
+    """``(busy, total, cpus)`` jiffies from a ``/proc/stat`` file; ``None`` where unreadable."""
+    try:
+        lines = stat.read_text().splitlines()
+    except OSError:
+        return None
+    head = next((ln.split() for ln in lines if ln.startswith("cpu ")), None)
+    cpus = sum(1 for ln in lines if ln.startswith("cpu") and ln[3:4].isdigit())
+    if head is None or len(head) < 5 or cpus == 0:
+        return None
+    v = [int(x) for x in head[1:9]] + [0] * max(0, 9 - len(head))
+    idle = v[3] + v[4]  # idle + iowait
+    total = sum(v[:8])  # user nice system idle iowait irq softirq steal
+    return total - idle, total, cpus
+
+
+def busy_cpus_now(interval: float = 0.25, stat: Path = Path("/proc/stat")) -> float | None:
+    """How many CPUs of the machine the other jobs keep busy *now*: ``/proc/stat`` sampled twice,
+    ``interval`` seconds apart, while this process sleeps (so its own use does not count).
+
+    The 1-minute load average lags: a job that started two seconds ago is invisible to it, and one
+    that finished a minute ago still counts. This sample sees the machine as it is when a command
+    starts. ``None`` where ``/proc/stat`` is unreadable (not Linux): the caller falls back to the
+    load average.
+    """
+    import time
+
+    a = _read_cpu_jiffies(stat)
+    if a is None:
+        return None
+    time.sleep(interval)
+    b = _read_cpu_jiffies(stat)
+    if b is None or b[1] <= a[1]:
+        return None
+    return round((b[0] - a[0]) / (b[1] - a[1]) * b[2], 2)
 
 
 def pick_threads(cpus: int | None = None, load: float | None = None, machine_cpus: int | None = None) -> int:
@@ -127,11 +166,16 @@ def configure_threads(threads: int | None = None, *, log: Any = None) -> dict[st
         _log_threads(_SETTINGS["threads"], log)
         return dict(_SETTINGS["threads"])
     cpus = available_cpus()
-    try:
-        load = round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):  # pragma: no cover
-        load = 0.0
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    load, load_source = None, "busy CPUs now"
+    if threads is None and not (env.isdigit() and int(env) > 0):
+        load = busy_cpus_now()  # only when robrep chooses: it costs a quarter of a second
+    if load is None:
+        load_source = "load average"
+        try:
+            load = round(os.getloadavg()[0], 2)
+        except (AttributeError, OSError):  # pragma: no cover
+            load = 0.0
     if threads is not None:
         n, source = int(threads), "--threads"
     elif env.isdigit() and int(env) > 0:
@@ -143,7 +187,7 @@ def configure_threads(threads: int | None = None, *, log: Any = None) -> dict[st
                               f"the threads will compete for them; use --threads {cpus} or fewer")
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-    chosen = {"threads": n, "source": source, "available_cpus": cpus, "load": load}
+    chosen = {"threads": n, "source": source, "available_cpus": cpus, "load": load, "load_source": load_source}
     _SETTINGS["threads"] = chosen
     _log_threads(chosen, log)
     return dict(chosen)
@@ -153,7 +197,7 @@ def _log_threads(c: dict[str, Any], log: Any) -> None:
     if log is not None:
         n = c["threads"]
         log(f"robrep: {n} thread{'s' if n > 1 else ''} ({c['source']}; {c['available_cpus']} CPUs available, "
-            f"load average {c['load']:g}); --threads N to override")
+            f"{c.get('load_source', 'load average')} {c['load']:g}); --threads N to override")
 
 
 # ----------------------------------------------------------------------------- precision

@@ -39,7 +39,7 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: $OMP_NUM_THREADS if set, else the CPUs left free by "
-                        "other jobs, from affinity, cgroup quota and load average)")
+                        "other jobs, from affinity, cgroup quota and the CPUs busy now)")
 
 
 def setup_shard(args: argparse.Namespace):  # type: ignore[no-untyped-def]
