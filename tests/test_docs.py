@@ -3,11 +3,11 @@
 * The CLI reference page is generated from the parser and equals ``robrep COMMAND --help``.
 * Every option's help shows its default (or says it is required, or is a flag), and every
   command's help ends with examples.
-* Every ``robrep ...`` command line in the docs (``bash`` blocks of the guides, reproductions,
-  benchmarks, the README) and in the epilog examples parses with the real parser: the command
-  exists, every option exists and every value has the right type and choice.
-* The commands of the train, certify, see, SynBench and scale-out guides run for real on the
-  bundled data, with their size options shrunk.
+* Every ``robrep ...`` command line in the docs (read as tests/doc_commands.py says: shell
+  blocks, ``$ robrep`` lines shown with their output, ``torchrun -m robrep``; in the guides,
+  reproductions, benchmarks, the README) and in the epilog examples parses with the real parser:
+  the command exists, every option exists and every value has the right type and choice.
+* Every guide's commands run for real on small sizes: tests/test_guides.py.
 * The methods pages the code cites exist, the docs cite no untracked folder, and no page
   describes the project as a development diary.
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from doc_commands import robrep_lines
 from robrep.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,23 +107,6 @@ def _doc_files() -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def _robrep_lines(text: str) -> list[str]:
-    """Command lines starting with ``robrep`` inside fenced ``bash``/``sh``/``console`` blocks
-    (continuation lines joined, comments and shell operators cut)."""
-    out = []
-    for block in re.findall(r"```(?:bash|sh|shell|console)\n(.*?)```", text, re.S):
-        joined = re.sub(r"\\\n\s*", " ", block)
-        for line in joined.splitlines():
-            line = line.strip().lstrip("$ ").strip()
-            line = re.sub(r"^(?:[A-Z_]+=\S+\s+)+", "", line)  # VAR=value prefixes
-            if not line.startswith("robrep "):
-                continue
-            line = re.split(r"\s+#", line)[0]
-            line = re.split(r"\s(?:\||&&|;|>|2>|&)\s?", line)[0]
-            out.append(line.strip())
-    return out
-
-
 def _check_line(parser: argparse.ArgumentParser, line: str) -> str | None:
     words = line.split()
     if "..." in line or (len(words) > 1 and words[1].isupper()):
@@ -135,7 +119,7 @@ def _check_line(parser: argparse.ArgumentParser, line: str) -> str | None:
     return None
 
 
-DOC_LINES = [(f.relative_to(ROOT).as_posix(), line) for f in _doc_files() for line in _robrep_lines(f.read_text(encoding="utf-8"))]
+DOC_LINES = [(f.relative_to(ROOT).as_posix(), line) for f in _doc_files() for line in robrep_lines(f.read_text(encoding="utf-8"))]
 
 
 def test_docs_hold_robrep_commands() -> None:
@@ -208,75 +192,3 @@ def test_relative_links_in_markdown_resolve() -> None:
             if not (f.parent / target).exists():
                 broken.append(f"{f.relative_to(ROOT)} -> {target}")
     assert not broken, broken
-
-
-# --------------------------------------------------------------------- guide commands, executed
-# The guides' commands run for real, through the same parser and command functions a user gets,
-# with their size options shrunk so that the whole walk takes seconds. Commands on data sets other
-# than the bundled `demo` (MNIST, CIFAR) are parsed above but not run here.
-RUN_GUIDES = ["train", "certify", "see", "synbench", "scale-out"]
-SHRINK = {  # option -> tiny value, applied where the command has that option
-    "epochs": 1, "train_fraction": 0.03, "eval_n": 16, "eval_steps": 2, "num": 2, "n0": 10, "chunk_size": 1,
-    "steps": 3, "search_n": 16, "top_k": 2, "points": 3, "samples": 4, "n_train": 32, "n_test": 32,
-    "probe_epochs": 1, "probe_n_train": 64, "probe_eval_n": 32, "restarts": 1,
-}
-N_BY_COMMAND = {"certify": 64, "eval": 8, "semantic": 2}  # `--n` means samples for certify, images elsewhere
-
-
-def _guide_commands() -> list[tuple[str, str]]:
-    out = []
-    for g in RUN_GUIDES:
-        path = DOCS / "guides" / f"{g}.md"
-        if path.is_file():
-            out += [(g, line) for line in _robrep_lines(path.read_text(encoding="utf-8"))]
-    return out
-
-
-def _tiny_models(root: Path) -> None:
-    from robrep.train import TrainConfig
-    from robrep.train import train as run_train
-
-    common = dict(dataset="demo", model="small-cnn", epochs=1, train_fraction=0.03, eval_n=0)
-    for name, kw in {"demo-std": {"objective": "standard"}, "demo-pgd": {"objective": "pgd", "eps": 0.1},
-                     "demo-noise": {"objective": "noise", "objective_kwargs": {"sigma": 0.25}}}.items():
-        run_train(TrainConfig(**common, **kw), root / "runs" / name, show_progress=False)
-
-
-def test_guide_commands_run_on_tiny_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import torch
-
-    monkeypatch.setenv("ROBREP_PROGRESS", "0")
-    monkeypatch.chdir(tmp_path)  # the guides write under runs/
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is fastest, and robust to a busy machine
-    try:
-        _run_guides(tmp_path, capsys)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run_guides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _tiny_models(tmp_path)
-    parser = build_parser()
-    ran = []
-    for guide, line in _guide_commands():
-        if "..." in line:
-            continue
-        args = parser.parse_args(shlex.split(line)[1:])
-        if getattr(args, "dataset", None) not in (None, "demo") or getattr(args, "target", None) not in (None, "demo"):
-            continue  # needs a data set beyond the bundled one
-        for k, v in SHRINK.items():
-            if hasattr(args, k) and not isinstance(getattr(args, k), bool):
-                setattr(args, k, v)
-        if args.command in N_BY_COMMAND and getattr(args, "n", None) is not None:
-            args.n = N_BY_COMMAND[args.command]
-        elif getattr(args, "n", None) is not None:
-            args.n = 2
-        if args.command == "semantic":
-            args.eps, args.delta = 0.1, 0.05
-        assert int(args.func(args) or 0) == 0, f"{guide}: {line}"
-        ran.append((guide, args.command))
-    capsys.readouterr()
-    assert {g for g, _ in ran} >= {"train", "certify", "see", "synbench", "scale-out"}, ran
-    assert {c for _, c in ran} >= {"train", "certify", "semantic", "invert", "interpolate", "visualize",
-                                   "add-feature", "explain", "saliency", "synbench", "eval"}, ran

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from ..errors import RobrepError
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "run_parsed", "build_parser", "COMMANDS"]
 
 COMMANDS = ["list_cmd", "train", "evaluate", "attack", "report", "demo", "visualize_cmds", "certify", "transfer", "vulnerability", "synbench", "semantic", "profile", "compare"]
 
@@ -42,6 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return run_parsed(args)
+
+
+def run_parsed(args: argparse.Namespace) -> int:
+    """Run a parsed command line as :func:`main` does (threads, precision, the eps-units check);
+    a :class:`~robrep.errors.RobrepError` becomes one line on stderr and exit status 2."""
     try:
         from .. import runtime
         from ..threats import check_eps_units
