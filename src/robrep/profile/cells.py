@@ -36,8 +36,9 @@ def run_cells(cells: Mapping[str, Cell], stage: Any, rng_state: torch.Tensor, ou
     names = list(cells)
     store = None
     if shard.active or resume:
+        more = "keep the pictures (drop --no-pictures)" if "pictures" not in names else "run it in one process"
         store = open_store(out, fingerprint, len(names), resume=resume, overwrite=overwrite, shard=shard,
-                           unit="measures", fewer="keep the pictures (no --no-pictures)")
+                           unit="measures", fewer=more)
 
     def compute(k: int) -> dict[str, Any]:
         name = names[k]
