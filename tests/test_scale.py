@@ -171,6 +171,117 @@ def test_transfer_sweep_two_ranks_equal_one_rank(tmp_path: Path) -> None:
     assert (tmp_path / "two" / "summary.json").is_file()
 
 
+def _json_line(p: subprocess.CompletedProcess[str]) -> dict:
+    lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, p.stdout[-2000:]  # rank 0 alone prints
+    return json.loads(lines[0])
+
+
+def _synbench(ckpt: Path, out: Path, extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+    return ["synbench", "--checkpoint", str(ckpt), "--scales", "0.5", "1", "2", "4", "--eps", "0", "0.2", "--n-train", "48",
+            "--n-test", "40", "--batch-size", "32", "--out", str(out), "--json", "--quiet", "--device", "cpu", "--precision", "fp32",
+            *extra]
+
+
+def _no_time(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k != "seconds"}
+
+
+def test_synbench_two_ranks_equal_one_rank_and_resume_across_world_sizes(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import robrep
+    from robrep.evaluate.synbench import synbench
+
+    one = _robrep(_synbench(tiny_checkpoint, tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _robrep(_synbench(tiny_checkpoint, tmp_path / "two"), ranks=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    res = _no_time(json.loads((tmp_path / "one" / "result.json").read_text()))
+    assert _no_time(json.loads((tmp_path / "two" / "result.json").read_text())) == res
+    assert _no_time(_json_line(two)) == _no_time(_json_line(one)) == res
+    # the chunked run equals the plain in-process computation (nothing stored)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the subprocesses' summation order
+    try:
+        ref = synbench(robrep.load(tiny_checkpoint).eval(), scales=[0.5, 1, 2, 4], eps=[0, 0.2], n_train=48, n_test=40,
+                       batch_size=32, device="cpu").to_dict()
+    finally:
+        torch.set_num_threads(threads)
+    assert res["scores"] == ref["scores"] and res["accuracy"] == ref["accuracy"] and res["bound"] == ref["bound"]
+    # ranks lost two scales: resume them with ONE process; the finished ones are read, not rewritten
+    chunks = sorted((tmp_path / "two" / "chunks").glob("chunk-*.json"))
+    assert len(chunks) == 4
+    kept = {f.name: f.stat().st_mtime_ns for f in chunks[::2]}
+    for f in chunks[1::2]:
+        f.unlink()
+    again = _robrep(_synbench(tiny_checkpoint, tmp_path / "two", ["--resume"]))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _no_time(json.loads((tmp_path / "two" / "result.json").read_text())) == res
+    assert {n: (tmp_path / "two" / "chunks" / n).stat().st_mtime_ns for n in kept} == kept
+    # other settings in the same folder: refused on every rank, one line, nothing lost
+    before = {f.name: f.read_bytes() for f in (tmp_path / "two" / "chunks").iterdir()}
+    other = _robrep(_synbench(tiny_checkpoint, tmp_path / "two", ["--resume", "--n-train", "64"]), ranks=2)
+    errors = [line for line in other.stderr.splitlines() if line.startswith("robrep: error:")]
+    assert other.returncode != 0 and len(errors) == 1 and "n_train" in errors[0], other.stderr[-2000:]
+    assert {f.name: f.read_bytes() for f in (tmp_path / "two" / "chunks").iterdir()} == before
+    # without --resume a finished folder is not silently recomputed
+    plain = _robrep(_synbench(tiny_checkpoint, tmp_path / "one"))
+    assert plain.returncode == 2 and "--resume" in plain.stderr
+
+
+VULN = ["vulnerability", "--dataset", "demo", "--layer", "penultimate,logits", "--eps", "0.05", "0.1", "--num-images", "96",
+        "--critic", "mlp", "--critic-hidden", "16", "--n-critics", "2", "--steps", "6", "--adv-steps", "4", "--batch-size", "32",
+        "--attack-steps", "1", "--eval-attack-steps", "2", "--eval-batches", "1", "--precision", "fp32", "--json", "--quiet",
+        "--device", "cpu"]
+
+
+def test_vulnerability_two_ranks_equal_one_rank(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """2 layers x 2 eps = 4 cells; on 2 ranks each rank estimates the clean MI of a layer for
+    itself, and every cell still equals the single-process run (which estimates it once)."""
+    args = [*VULN, "--checkpoint", str(tiny_checkpoint)]
+    one = _robrep([*args, "--out", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _robrep([*args, "--out", str(tmp_path / "two")], ranks=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _json_line(one), _json_line(two)
+    assert len(a["results"]) == 4 and [r["layer"] for r in a["results"]] == ["penultimate"] * 2 + ["logits"] * 2
+    assert b == a
+    rec = json.loads((tmp_path / "two" / "record.json").read_text())
+    assert rec["metrics"]["results"] == a["results"]
+    # no --out: the same numbers, nothing stored
+    plain = _robrep(args)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert _json_line(plain) == a
+
+
+def _profile(ckpt: Path, out: Path) -> list[str]:
+    tiny = {"probe_train_n": 200, "test_n": 96, "probe_eval_n": 16, "probe_eval_steps": 2, "mi_n": 96, "mi_critics": 2,
+            "mi_critic_hidden": 16, "mi_steps": 4, "mi_batch": 32, "mi_attack_steps": 1, "mi_eval_attack_steps": 1,
+            "mi_eval_batches": 1, "synbench_scales": "1,3", "synbench_n": 32, "sensitivity_n": 8, "sensitivity_steps": 2,
+            "cert_n": 4, "cert_n0": 8, "cert_samples": 24, "picture_n": 2, "vis_steps": 2, "smoothgrad_samples": 2}
+    sets = [a for k, v in tiny.items() for a in ("--set", f"{k}={v}")]
+    return ["profile", str(ckpt), "--dataset", "demo", "--eps", "0.1", "--seed", "3", *sets, "--out", str(out), "--quiet",
+            "--device", "cpu", "--precision", "fp32", "--json"]
+
+
+def test_profile_two_ranks_write_the_single_process_card(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    def card(out: Path) -> dict:
+        c = json.loads((out / "card.json").read_text())
+        return {k: v for k, v in c.items() if k not in ("seconds", "environment")}
+
+    one = _robrep(_profile(tiny_checkpoint, tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _robrep(_profile(tiny_checkpoint, tmp_path / "two"), ranks=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert card(tmp_path / "two") == card(tmp_path / "one")
+    assert set(card(tmp_path / "one")["curves"]) == {"sensitivity", "vulnerability", "synbench", "certified"}
+    assert len(list((tmp_path / "two" / "chunks").glob("chunk-*.json"))) == 5  # the measures after the probe
+    assert (tmp_path / "two" / "inversion.png").stat().st_size > 0
+    assert set(json.loads((tmp_path / "two" / "card.json").read_text())["seconds"]) >= {"SynBench", "pictures"}
+    _json_line(two)
+
+
 TRAIN = ["train", "--dataset", "demo", "--model", "small-cnn", "--epochs", "2", "--batch-size", "64", "--train-fraction",
          "0.04", "--eval-n", "0", "--lr", "0.05", "--quiet", "--device", "cpu", "--objective", "standard",
          "--precision", "fp32"]  # --amp below asks for bf16 explicitly
@@ -229,7 +340,7 @@ def test_unshared_out_folder_is_detected(tmp_path: Path) -> None:
     assert ok.returncode == 0 and ok.stdout.count("OK") == 2, ok.stdout + ok.stderr[-2000:]
 
 
-SHARDED_COMMANDS = ["certify", "eval", "transfer-sweep"]
+SHARDED_COMMANDS = ["certify", "eval", "profile", "synbench", "transfer-sweep", "vulnerability"]
 
 
 @pytest.mark.parametrize("command", SHARDED_COMMANDS)

@@ -91,13 +91,18 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "vulnerability": [
         ("vulnerability of the penultimate layer at linf 0.1 and the accuracy bound",
          "robrep vulnerability --checkpoint runs/demo-pgd/model.safetensors --eps 0.1 --out runs/demo-pgd/vulnerability"),
-        ("a quick, smaller estimate", "robrep vulnerability --checkpoint runs/demo-pgd/model.safetensors --eps 0.1 --n 500 --steps 100"),
+        ("a quick, smaller estimate", "robrep vulnerability --checkpoint runs/demo-pgd/model.safetensors --eps 0.1 --num-images 500 --steps 100"),
+        ("two layers x two radii as four resumable cells (torchrun deals them to its ranks)",
+         "robrep vulnerability --checkpoint runs/demo-pgd/model.safetensors --layer penultimate,logits --eps 0.05 0.1 "
+         "--out runs/demo-pgd/vulnerability-cells --resume"),
     ],
     "synbench": [
         ("the SynBench score of the penultimate layer",
          "robrep synbench --checkpoint runs/demo-pgd/model.safetensors --out runs/demo-pgd/synbench"),
         ("smaller synthetic sets, then an eps-robust linear probe on the real data",
          "robrep synbench --checkpoint runs/demo-pgd/model.safetensors --n-train 512 --n-test 512 --probe --dataset demo"),
+        ("continue an interrupted run: the finished scales in --out are kept (torchrun deals the others to its ranks)",
+         "robrep synbench --checkpoint runs/demo-pgd/model.safetensors --out runs/demo-pgd/synbench --resume"),
     ],
     "profile": [
         ("the robustness card of a trained model on the bundled data, quick budget",

@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 from typing import Any
 
-from .common import add_common, emit, log
+from .common import add_common, emit, log, setup_shard
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("profile", help="robustness card of an encoder: SynBench, vulnerability, embedding sensitivity, "
@@ -35,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="MiB one forward batch may use; the batch size is chosen within it (default: %(default)s)")
     p.add_argument("--no-pictures", action="store_true", help="skip the inversion and saliency pictures (default: off)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing card in --out (default: off)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the measures already finished in OUT/chunks by a run split across torchrun ranks (default: off)")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -80,11 +83,16 @@ def run(args: argparse.Namespace) -> int:
     layers: list[str] = []
     for item in args.layer or ["penultimate"]:
         layers += [s.strip() for s in item.split(",") if s.strip()]
-    out = args.out or "profile"
-    res = profile(args.source, args.dataset, out=out, budget=b, layers=layers, threat=threat(args.norm, args.eps), seed=args.seed,
+    args.out = args.out or "profile"
+    shard = setup_shard(args)
+    quiet = args.quiet or not shard.is_main
+    res = profile(args.source, args.dataset, out=args.out, budget=b, layers=layers, threat=threat(args.norm, args.eps), seed=args.seed,
                   device=args.device, name=args.name, arch=args.arch, trust=args.trust_checkpoint, input_shape=args.input_shape,
                   memory_cap=int(args.memory_cap * 2**20), data_root=args.data_root, download=args.download,
-                  overwrite=args.overwrite, pictures=not args.no_pictures, log=(lambda s: None) if args.quiet else log)
+                  overwrite=args.overwrite, pictures=not args.no_pictures, log=(lambda s: None) if quiet else log,
+                  resume=args.resume, shard=shard)
+    if not shard.is_main:  # rank 0 alone writes and prints the card
+        return 0
     c = res.card
     lines = [f"robustness card of {c.name} on {c.dataset['name']} ({c.threat['norm']} eps={c.threat['eps']:g}, budget {c.budget['name']})"]
     from ..profile.html import HEADLINE_ORDER, format_headline

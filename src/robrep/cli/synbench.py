@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_checkpoint, add_common, device_of, emit, load_checkpoint_arg, log
+from .common import (
+    add_checkpoint,
+    add_common,
+    device_of,
+    emit,
+    load_checkpoint_arg,
+    log,
+    setup_shard,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--probe-epochs", type=int, default=5)
     p.add_argument("--probe-n-train", type=int, default=None, help="first n training images for the probes")
     p.add_argument("--probe-eval-n", type=int, default=1000, help="test images for the probes' accuracies")
+    p.add_argument("--resume", action="store_true",
+                   help="skip the scales already finished in --out (OUT/chunks, one file per scale) and merge them")
+    p.add_argument("--overwrite", action="store_true", help="discard finished scales in --out and start again")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -41,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..errors import InputError
     from ..evaluate.synbench import (
         DEFAULT_EPS,
         DEFAULT_THRESHOLDS,
@@ -51,10 +63,16 @@ def run(args: argparse.Namespace) -> int:
     )
     from ..runs import write_record
 
+    if (args.resume or args.overwrite) and not args.out:
+        raise InputError("--resume and --overwrite need --out, the run folder that holds the finished scales")
+    shard = setup_shard(args)
     model, meta = load_checkpoint_arg(args)
     res = synbench(model, input_shape=args.input_shape, layer=args.layer, eps=args.eps or DEFAULT_EPS,
                    thresholds=args.thresholds or DEFAULT_THRESHOLDS, scales=args.scales or SCALES, n_train=args.n_train, n_test=args.n_test,
-                   seed=args.synbench_seed, batch_size=args.batch_size, clip=args.clip, device=device_of(args.device))
+                   seed=args.synbench_seed, batch_size=args.batch_size, clip=args.clip, device=device_of(args.device),
+                   out=args.out, resume=args.resume, overwrite=args.overwrite, shard=shard)
+    if not shard.is_main:  # every rank holds the merged result; rank 0 alone trains the probes, writes and prints
+        return 0
     out = res.to_dict() | {"checkpoint": str(args.checkpoint)}
     j7 = 0.7 if 0.7 in res.thresholds else res.thresholds[0]
     for t in res.thresholds:  # flat scalars for the HTML report table
@@ -66,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
     lines.append(f"best eps at a_t={j7:g}: {res.best_eps(j7):g}")
     if args.probe:
         from ..data import load_dataset
-        from ..errors import InputError
 
         dataset = args.dataset or meta.get("dataset")
         if not dataset:
@@ -87,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
                      f"standard {d['standard_natural_accuracy']:.4f}/{d['standard_adversarial_accuracy']}, "
                      f"robust {d['robust_natural_accuracy']:.4f}/{d['robust_adversarial_accuracy']} (natural/adversarial)")
     if args.out:
+        from ..io.atomic import atomic_write_json
+
         cfg = {k: v for k, v in vars(args).items() if k != "func"}
+        atomic_write_json(Path(args.out) / "result.json", out)
         write_record(Path(args.out), "synbench", cfg, out)
         plot_synbench(res, Path(args.out) / "synbench.png", title=Path(str(args.checkpoint)).parent.name or None)
     emit(out, args.json, "\n".join(lines))

@@ -46,6 +46,8 @@ from torch import nn
 
 from ..data.synthetic import gaussian_mixture
 from ..errors import InputError
+from ..io.chunks import run_chunks
+from ..io.shard import Shard
 from ..models.base import RobrepModel, representation
 from .robust_bayes import (
     _DT,
@@ -293,6 +295,10 @@ def synbench(
     clip: bool = False,
     eig_tol: float = 1e-6,
     device: torch.device | str | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    shard: Shard | None = None,
 ) -> SynBenchResult:
     """SynBench score of an encoder (Ko et al., arXiv 2210.02989; official-code protocol).
 
@@ -314,6 +320,16 @@ def synbench(
         clip: clip the synthetic images to [0, 1] (not the paper's protocol; see module doc).
         eig_tol: covariance eigenvalues at or below it are dropped (official code: 1e-6).
         device: where to run the encoder (default: the encoder's parameters' device, else CPU).
+        out: run folder: each finished scale (one chunk: its accuracy and bound for every eps)
+            is written atomically to ``out/chunks/`` with a fingerprint of the run (encoder
+            weights, layer, input shape, eps, scales, sizes, prior, seed, clip, eig_tol, batch
+            size); ``None`` writes nothing. Needs an ``nn.Module`` encoder.
+        resume, overwrite: skip the scales already finished in ``out`` (a chunk of another
+            configuration is refused), or discard them; finished chunks without either raise.
+        shard: this process's place in a ``torchrun`` job (needs ``out``): each rank computes
+            its round-robin share of the unfinished scales and every rank returns the merged
+            result, equal to a single-process run (the data of a scale depend on the seed and
+            the scale's index only; :mod:`robrep.io.shard`).
 
     Returns:
         :class:`SynBenchResult` (scores ``(E, T)``, per-scale accuracy/bound, curves).
@@ -322,11 +338,11 @@ def synbench(
     eps_t = _check_synbench_args(eps, thresholds, scales, n_train, n_test, prior, batch_size)
     fn, shape, dev = _feature_map(encoder, input_shape, layer, device)
     u = torch.full(shape, 1.0 / math.sqrt(math.prod(shape)))
-    acc = torch.zeros(len(eps_t), len(scales), dtype=_DT)
-    bnd = torch.zeros_like(acc)
-    dim = 0
-    for i, s in enumerate(scales):
-        def draw(split: str, n: int, i: int = i, s: float = float(s)) -> tuple[torch.Tensor, torch.Tensor]:
+
+    def column(i: int) -> dict[str, Any]:  # one scale: its accuracy and bound for every eps
+        s = float(scales[i])
+
+        def draw(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
             g = torch.Generator().manual_seed(int(seed) * 1_000_003 + i * 2 + (split == "test"))
             return _mixture_features(fn, s * u, n, g, prior=prior, clip=clip, batch_size=batch_size, dev=dev)
 
@@ -334,8 +350,21 @@ def synbench(
         hte, yte = draw("test", n_test)
         if not torch.isfinite(htr).all():
             raise InputError(f"the encoder returned NaN/inf features at scale {s}; check the encoder")
-        dim = htr.shape[1]
-        acc[:, i], bnd[:, i] = robust_bayes_metrics(class_stats(htr, ytr), hte, yte, eps_t, eig_tol)
+        a, b = robust_bayes_metrics(class_stats(htr, ytr), hte, yte, eps_t, eig_tol)
+        return {"accuracy": a.tolist(), "bound": b.tolist(), "feature_dim": int(htr.shape[1])}
+
+    store = None
+    if out is not None:
+        fp = {"kind": "synbench", "input_shape": list(shape), "layer": layer if isinstance(encoder, RobrepModel) else None,
+              "eps": list(eps_t), "scales": [float(s) for s in scales], "n_train": n_train, "n_test": n_test, "prior": prior,
+              "seed": seed, "clip": clip, "eig_tol": eig_tol, "batch_size": batch_size}
+        store = _open_store(out, encoder, fp, len(scales), resume, overwrite, shard)
+    elif resume or overwrite:
+        raise InputError("resume and overwrite need a run folder: pass --out (out=...)")
+    cols = run_chunks(store, len(scales), column, shard=shard)
+    acc = torch.tensor([[_num(v) for v in c["accuracy"]] for c in cols], dtype=_DT).T.contiguous()  # (E, S)
+    bnd = torch.tensor([[_num(v) for v in c["bound"]] for c in cols], dtype=_DT).T.contiguous()
+    dim = int(cols[-1]["feature_dim"]) if cols else 0
 
     raw_acc, raw_bnd = raw_reference(scales)
     xg = synbench_xgrid()
@@ -349,6 +378,24 @@ def synbench(
         score=synbench_scores(acc, bnd, thresholds, scales), feature_dim=int(dim), config=cfg,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _num(v: float | None) -> float:
+    """A stored number (JSON keeps NaN as null)."""
+    return float("nan") if v is None else float(v)
+
+
+def _open_store(out: str | Path, encoder: Encoder, fingerprint: dict[str, Any], num_scales: int, resume: bool,
+                overwrite: bool, shard: Shard | None) -> Any:
+    """The chunk store of a SynBench run folder (one chunk per scale), fingerprinted by the encoder's weights."""
+    from ..io.chunks import module_digest, open_store
+
+    if not isinstance(encoder, nn.Module):
+        raise InputError("a SynBench run folder (out=...) needs an nn.Module encoder: its weights go into the run's "
+                         "fingerprint; wrap the function in a module or drop out=")
+    fp = {**fingerprint, "model": module_digest(encoder)}
+    return open_store(out, fp, num_scales, resume=resume, overwrite=overwrite, shard=shard, unit="scales",
+                      fewer="more --scales")
 
 
 def _check_synbench_args(eps: Sequence[float], thresholds: Sequence[float], scales: Sequence[float], n_train: int,

@@ -140,14 +140,16 @@ class ChunkStore:
 
 
 def open_store(out: str | os.PathLike[str], fingerprint: Mapping[str, Any], num_chunks: int, *,
-               resume: bool = False, overwrite: bool = False, shard: Shard | None = None) -> ChunkStore:
+               resume: bool = False, overwrite: bool = False, shard: Shard | None = None, unit: str = "chunks",
+               fewer: str = "a smaller --chunk-size") -> ChunkStore:
     """:meth:`ChunkStore.open` for a job that may run on several ``torchrun`` ranks.
 
     In a single process this is :meth:`ChunkStore.open`. With several ranks, rank 0 checks
     the folder first (fingerprint, ``resume``/``overwrite``; only rank 0 deletes anything),
     then the others read it; a refusal on any rank becomes the same error on every rank. The
     ranks must share ``out`` and run one robrep version (:func:`robrep.io.shard.check_peers`),
-    and there must be at least as many chunks as ranks.
+    and there must be at least as many chunks as ranks (``unit`` names the chunks and ``fewer``
+    says how to get more of them, in that error).
 
     Raises:
         InputError: as :meth:`ChunkStore.open`, plus the distributed checks above.
@@ -161,7 +163,7 @@ def open_store(out: str | os.PathLike[str], fingerprint: Mapping[str, Any], num_
     error: str | None = None
     if shard.is_main:
         try:
-            check_world(shard, num_chunks)
+            check_world(shard, num_chunks, unit, fewer)
             store = ChunkStore.open(out, fingerprint, num_chunks, resume=resume, overwrite=overwrite)
         except RobrepError as e:
             error = str(e)

@@ -223,7 +223,7 @@ def threads_per_rank(shard: Shard, cpus: int) -> int:
     return max(1, cpus // max(1, shard.local_world_size))
 
 
-def check_world(shard: Shard, num_chunks: int, what: str = "chunks") -> None:
+def check_world(shard: Shard, num_chunks: int, what: str = "chunks", fewer: str = "a smaller --chunk-size") -> None:
     """Refuse a world larger than the work: some ranks would have nothing to do.
 
     Raises:
@@ -231,7 +231,7 @@ def check_world(shard: Shard, num_chunks: int, what: str = "chunks") -> None:
     """
     if shard.world_size > num_chunks:
         raise InputError(f"{shard.world_size} ranks for {num_chunks} {what}: use --nproc-per-node <= {num_chunks} "
-                         "or a smaller --chunk-size")
+                         f"or {fewer}")
 
 
 def owned(indices: Sequence[int], shard: Shard) -> set[int]:

@@ -26,11 +26,14 @@ from ..data import ImageData, load_dataset
 from ..data.core import TensorImageData
 from ..errors import InputError
 from ..io.atomic import atomic_write_json
+from ..io.chunks import module_digest
+from ..io.shard import Shard
 from ..models import RobrepModel, list_layers, representation
 from ..threats import ThreatModel
 from ..threats import threat as make_threat
 from .budgets import Budget, get_budget
 from .card import SCHEMA_VERSION, Card, wilson_interval
+from .cells import run_cells
 from .features import DEFAULT_MEMORY_CAP, FeatureCache
 from .sensitivity import embedding_sensitivity
 
@@ -48,7 +51,8 @@ RANDOM_INIT = "random initialization (no pretrained weights): a reference point,
 
 @dataclass(frozen=True)
 class ProfileResult:
-    """Where the card was written and the card itself."""
+    """Where the card was written and the card itself (None on the ranks other than 0 of a
+    ``torchrun`` job: rank 0 alone writes the card)."""
 
     card: Card
     out: Path
@@ -217,6 +221,8 @@ def profile(
     weights: str | None = None,
     random_init: bool | None = None,
     log: Callable[[str], None] | None = None,
+    resume: bool = False,
+    shard: Shard | None = None,
 ) -> ProfileResult:
     """Profile an encoder and write its robustness card into ``out``.
 
@@ -237,6 +243,12 @@ def profile(
         weights: where the weights come from, for the card (default: found from the source).
         random_init: say on the card that the weights are random (default: found from the source;
             ``init:`` sources are random).
+        resume: keep the measures already finished in ``out/chunks`` (written by a run split
+            across ``torchrun`` ranks) instead of refusing them.
+        shard: this process's place in a ``torchrun`` job: every rank computes the features
+            and the probe, the measures after it (sensitivity, vulnerability, SynBench,
+            smoothing, pictures) are dealt to the ranks as cells saved in ``out/chunks``, and
+            rank 0 writes the card, the same as a single-process run's.
     """
     from ..runs import environment
 
@@ -245,6 +257,7 @@ def profile(
     thr = threat if threat is not None else make_threat("linf", DEFAULT_EPS)
     layers = list(layers) or ["penultimate"]
     out = Path(out)
+    shard = shard or Shard()
     if (out / "card.json").exists() and not overwrite:
         raise InputError(f"{out / 'card.json'} exists; pass --overwrite to replace it or choose another --out")
     from ..data import dataset_info
@@ -296,8 +309,10 @@ def profile(
                             "adversarial_accuracy": pr.adversarial_accuracy, "adversarial_n": n_ev, "eval": pr.eval}
         headline["probe_natural_accuracy"] = _acc(k_nat, len(yte))
         headline["probe_adversarial_accuracy"] = _acc(k_adv, n_ev)
+    after_probe = torch.get_rng_state()
+
     # 2. embedding sensitivity
-    with stage("embedding sensitivity"):
+    def sensitivity_cell(results: dict[str, Any], headline: dict[str, Any], curves: dict[str, Any]) -> None:
         ns = min(b.sensitivity_n, len(te))
         sens = embedding_sensitivity(model, xte[:ns], thr, layer=layer0, steps=b.sensitivity_steps, seed=seed, clean=fte[:ns])
         sd = sens.to_dict()
@@ -314,7 +329,7 @@ def profile(
                        "random d in the ball": [[v, q] for v, q in zip(sorted(sens.random_ratios), qs)]},
             "reference": ["random d in the ball"]}
     # 3. representation vulnerability per layer
-    with stage("representation vulnerability"):
+    def vulnerability_cell(results: dict[str, Any], headline: dict[str, Any], curves: dict[str, Any]) -> None:
         from ..info import vulnerability
         from ..info.estimate import estimate_mi
 
@@ -342,7 +357,7 @@ def profile(
             "series": {"vulnerability": [[k, v["vulnerability"]["estimate"]] for k, v in per_layer.items()]},
             "errors": {"vulnerability": [[v["vulnerability"]["low"], v["vulnerability"]["high"]] for v in per_layer.values()]}}
     # 4. SynBench
-    with stage("SynBench"):
+    def synbench_cell(results: dict[str, Any], headline: dict[str, Any], curves: dict[str, Any]) -> None:
         from ..evaluate.synbench import DEFAULT_EPS as SB_EPS
         from ..evaluate.synbench import DEFAULT_THRESHOLDS, synbench
 
@@ -362,7 +377,7 @@ def profile(
                        "raw data (Bayes optimum)": d["synbench_curve_raw"]},
             "reference": ["raw data (Bayes optimum)"]}
     # 5. randomized smoothing of the probe
-    with stage("randomized smoothing"):
+    def smoothing_cell(results: dict[str, Any], headline: dict[str, Any], curves: dict[str, Any]) -> None:
         from ..certify.smoothing import (
             certified_accuracy,
             certified_accuracy_curve,
@@ -391,11 +406,23 @@ def profile(
             "series": {"smoothed probe": curve},
             "band": {"smoothed probe": [[r, *wilson_interval(round(a * nc), nc)] for r, a in curve]}}
     # 6. pictures
-    figures: dict[str, Any] = {}
+    def pictures_cell(results: dict[str, Any], headline: dict[str, Any], curves: dict[str, Any]) -> None:
+        results["figures"] = _pictures(model, clf, xte, layer0, b, seed, out)
+
     out.mkdir(parents=True, exist_ok=True)
-    if pictures:
-        with stage("pictures"):
-            figures = _pictures(model, clf, xte, layer0, b, seed, out)
+    cells = {"embedding sensitivity": sensitivity_cell, "representation vulnerability": vulnerability_cell,
+             "SynBench": synbench_cell, "randomized smoothing": smoothing_cell, **({"pictures": pictures_cell} if pictures else {})}
+    figures: dict[str, Any] = {}
+    fingerprint = {"kind": "profile", "model": module_digest(model), "dataset": dataset, "budget": b.to_dict(),
+                   "layers": layers, "threat": thr.to_dict(), "seed": seed, "cells": list(cells)}
+    for part in run_cells(cells, stage, after_probe, out, fingerprint, resume, overwrite, shard):
+        figures.update(part["results"].pop("figures", {}))
+        results.update(part["results"])
+        headline.update(part["headline"])
+        curves.update(part["curves"])
+        stage.seconds.update(part["seconds"])
+    if not shard.is_main:
+        return ProfileResult(None, out, out / "card.json", out / "card.html")  # type: ignore[arg-type]
     card = Card(
         source=str(source) if not isinstance(source, RobrepModel) else "python:" + type(source.net).__name__,
         model={"name": name or (str(source) if not isinstance(source, RobrepModel) else model.spec.arch),
