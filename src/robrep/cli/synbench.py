@@ -6,7 +6,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_checkpoint, add_common, device_of, emit, load_checkpoint_arg, log
+from .common import (
+    add_attack,
+    add_checkpoint,
+    add_common,
+    check_attack,
+    device_of,
+    emit,
+    load_checkpoint_arg,
+    log,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--probe-epochs", type=int, default=5)
     p.add_argument("--probe-n-train", type=int, default=None, help="first n training images for the probes")
     p.add_argument("--probe-eval-n", type=int, default=1000, help="test images for the probes' accuracies")
+    add_attack(p, "the probes' adversarial accuracy with --probe (pgd: PGD-20)")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -51,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from ..runs import write_record
 
+    check_attack(args.attack)
     model, meta = load_checkpoint_arg(args)
     res = synbench(model, input_shape=args.input_shape, layer=args.layer, eps=args.eps or DEFAULT_EPS,
                    thresholds=args.thresholds or DEFAULT_THRESHOLDS, scales=args.scales or SCALES, n_train=args.n_train, n_test=args.n_test,
@@ -80,12 +91,13 @@ def run(args: argparse.Namespace) -> int:
             log("training the standard and the eps-robust linear probes ...")
         pr = robust_linear_probe(model, tr, te, res, threshold=args.probe_threshold, norm=args.probe_norm,
                                  eps=args.probe_eps, layer=args.layer, epochs=args.probe_epochs,
-                                 eval_n=args.probe_eval_n, seed=args.seed)
+                                 eval_n=args.probe_eval_n, seed=args.seed, attack=args.attack)
         out["probe"] = pr.to_dict() | {"dataset": dataset}
         d = pr.to_dict()
         lines.append(f"probes on {dataset} ({args.probe_norm}, radius {pr.radius:.3g} = {pr.synbench_eps:g} x {pr.reference_radius:.3g}): "
                      f"standard {d['standard_natural_accuracy']:.4f}/{d['standard_adversarial_accuracy']}, "
-                     f"robust {d['robust_natural_accuracy']:.4f}/{d['robust_adversarial_accuracy']} (natural/adversarial)")
+                     f"robust {d['robust_natural_accuracy']:.4f}/{d['robust_adversarial_accuracy']} (natural/adversarial, "
+                     f"{args.attack})")
     if args.out:
         cfg = {k: v for k, v in vars(args).items() if k != "func"}
         write_record(Path(args.out), "synbench", cfg, out)
