@@ -17,6 +17,16 @@ if not os.environ.get("ROBREP_DATA") and (REPO.parent / "shared" / "data").is_di
     os.environ["ROBREP_DATA"] = str(REPO.parent / "shared" / "data")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny models (two threads wait for each other on them);
+    use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _need(name: str):  # type: ignore[no-untyped-def]
     import robrep
     from robrep.errors import DataNotFoundError

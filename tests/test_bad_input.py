@@ -71,6 +71,37 @@ def _eval(w, x=None, y=None, **kw):
     return robrep.evaluate(w["model"], (w["x"] if x is None else x, w["y"] if y is None else y), **kw)
 
 
+class _Scaled(torch.nn.Module):
+    """The model with its logits multiplied by ``k`` (NaN or inf: non-finite logits)."""
+
+    def __init__(self, base: torch.nn.Module, k: float) -> None:
+        super().__init__()
+        self.base, self.k = base, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) * self.k
+
+
+class _Noisy(_Scaled):
+    """A randomized model: noise on the input at every call."""
+
+    def __init__(self, base: torch.nn.Module) -> None:
+        super().__init__(base, 1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base((x + 0.2 * torch.randn_like(x)).clamp(0, 1))
+
+
+def _transfer_config(**kw):
+    from robrep.transfer import TransferConfig
+
+    return TransferConfig(**kw)
+
+
+def _eval_model(w, model, **kw):
+    return robrep.evaluate(model, (w["x"], w["y"]), threat=robrep.threat("linf", 0.1), **kw)
+
+
 def _certify_small_n(w):
     from robrep.certify import smoothing
 
@@ -110,6 +141,22 @@ API_ROWS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     ("save into a file path", lambda w: robrep.save_model(w["bad"] / "not_a_dir" / "m.safetensors", w["model"]),
      r"cannot write in"),
     ("certify: n too small for alpha", _certify_small_n, r"n=5 is too small for alpha=0.001"),
+    ("non-finite logits under a single attack", lambda w: _eval_model(w, _Scaled(w["model"], math.nan), attack="pgd"),
+     r"non-finite logits"),
+    ("non-finite logits under a protocol", lambda w: _eval_model(w, _Scaled(w["model"], math.inf), attack="fast"),
+     r"non-finite logits"),
+    ("randomized model under a deterministic protocol",
+     lambda w: _eval_model(w, _Noisy(w["model"]), attack="autoattack-standard"), r"randomized-output.*autoattack-rand"),
+    ("square budget 0", lambda w: robrep.attacks.square(w["model"], w["x"], w["y"], robrep.threat("linf", 0.1), queries=0),
+     r"query budget > 0"),
+    ("target count 0", lambda w: robrep.attacks.run_protocol("fast", w["model"], w["x"], w["y"], robrep.threat("linf", 0.1),
+                                                             targets=0), r"target classes must be >= 1"),
+    ("l1 under a protocol without an l1 version",
+     lambda w: _eval(w, threat=robrep.threat("l1", 5.0), attack="fast"), r"not l1; for l1 use autoattack-standard"),
+    ("absurd linf eps in transfer (8 meant 8/255)",
+     lambda w: _transfer_config(eval_eps=8.0), r"8/255"),
+    ("unknown attack of transfer", lambda w: _transfer_config(eval_eps=0.1, eval_attack="pgd-9000"),
+     r"unknown attack .pgd-9000.*autoattack-standard"),
 ]
 
 
@@ -185,6 +232,18 @@ CLI_ROWS: list[tuple[str, Callable[[dict[str, Any]], list[str]], str]] = [
     ("certify: n too small for alpha", lambda w: ["certify", "--checkpoint", str(w["ck"]), "--sigma", "0.25", "--num", "2",
                                                    "--n0", "5", "--n", "5", "--alpha", "0.001", "--out", str(w["good"]),
                                                    "--device", "cpu"], r"too small for alpha"),
+    ("eval: square budget 0", lambda w: _eval_cli(w, "--eps", "0.1", "--attack", "square", "--queries", "0"), r"must be > 0"),
+    ("eval: target count 0", lambda w: _eval_cli(w, "--eps", "0.1", "--attack", "autoattack-standard", "--targets", "0"),
+     r"--targets .* must be >= 1"),
+    ("eval: l1 under a protocol without an l1 version",
+     lambda w: _eval_cli(w, "--norm", "l1", "--eps", "5", "--attack", "fast", "--out", str(w["good"])),
+     r"for l1 use autoattack-standard"),
+    ("transfer: absurd eval eps", lambda w: ["transfer", "--checkpoint", str(w["ck"]), "--target", "demo", "--eval-eps", "8",
+                                             "--out", str(w["good"])], r"8/255"),
+    ("transfer: unknown attack", lambda w: ["transfer", "--checkpoint", str(w["ck"]), "--target", "demo", "--eval-eps", "0.1",
+                                            "--attack", "zoo-attack-9000", "--out", str(w["good"])], r"zoo-attack-9000"),
+    ("demo: unknown attack", lambda w: ["demo", "--fast", "--attack", "zoo-attack-9000", "--out", str(w["good"])],
+     r"zoo-attack-9000"),
 ]
 
 

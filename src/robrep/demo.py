@@ -165,15 +165,25 @@ class _Stages:
         self.cpu_seconds[stage] = round(time.process_time() - c, 2)
 
 
-def _accuracy(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes, seed: int, precision: str = "fp32") -> dict[str, Any]:
-    ak: dict[str, Any] = {"steps": s.eval_steps, **({"precision": precision} if precision != "fp32" else {})}
-    ev = evaluate(model, te, threat=thr, attack="pgd", attack_kwargs=ak, seed=seed)
+def _accuracy(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes, seed: int, precision: str = "fp32",
+              attack: str = "pgd") -> dict[str, Any]:
+    from .attacks import is_protocol
+    from .evaluate.probe import eval_attack_kwargs
+
+    ak: dict[str, Any] = eval_attack_kwargs(attack, s.eval_steps)  # a protocol: its own budgets, fp32
+    if precision != "fp32" and not is_protocol(attack):
+        ak["precision"] = precision
+    ev = evaluate(model, te, threat=thr, attack=attack, attack_kwargs=ak, seed=seed)
     curve = [[0.0, ev.clean_accuracy]]
     for e in sorted(set(s.curve_eps) | {thr.eps}):
-        r = ev if e == thr.eps else evaluate(model, te, threat=thr.with_eps(e), attack="pgd", attack_kwargs=ak, seed=seed)
+        r = ev if e == thr.eps else evaluate(model, te, threat=thr.with_eps(e), attack=attack, attack_kwargs=ak, seed=seed)
         curve.append([float(e), r.robust_accuracy])
-    return {"clean_accuracy": ev.clean_accuracy, "robust_accuracy": ev.robust_accuracy, "n": ev.n,
-            "robust_accuracy_vs_eps": curve}
+    out = {"clean_accuracy": ev.clean_accuracy, "robust_accuracy": ev.robust_accuracy, "n": ev.n,
+           "robust_accuracy_vs_eps": curve, "attack": ev.attack}
+    if ev.stages is not None:  # a protocol: the robust accuracy after each stage, and its flags
+        out |= {f"robust_accuracy_after_{k}": v for k, v in ev.stages.items() if k != "clean"}
+        out["flags"] = list(ev.flags)
+    return out
 
 
 def _vulnerability(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes, seed: int,
@@ -212,11 +222,14 @@ def _synbench(model: RobrepModel, s: DemoSizes, seed: int) -> tuple[dict[str, An
     return m, detail
 
 
-def _probe(model: RobrepModel, tr: ImageData, te: ImageData, thr: ThreatModel, s: DemoSizes, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _probe(model: RobrepModel, tr: ImageData, te: ImageData, thr: ThreatModel, s: DemoSizes, seed: int,
+           attack: str = "pgd") -> tuple[dict[str, Any], dict[str, Any]]:
+    from .attacks import is_protocol
     from .evaluate import linear_probe
 
     r = linear_probe(model, tr.head(s.probe_train_n), te, layer="penultimate", head="linear", train_threat=None, eval_threat=thr,
-                     epochs=s.probe_epochs, lr=1e-3, eval_steps=s.probe_eval_steps, eval_n=s.probe_eval_n, seed=seed)
+                     epochs=s.probe_epochs, lr=1e-3, eval_steps=None if is_protocol(attack) else s.probe_eval_steps,
+                     eval_n=s.probe_eval_n, seed=seed, attack=attack)
     return ({"probe_natural_accuracy": r.natural_accuracy, "probe_adversarial_accuracy": r.adversarial_accuracy},
             {"train_threat": r.train_threat, "eval": r.eval, "layer": "penultimate", "head": "linear",
              "train_n": min(s.probe_train_n, len(tr)), "epochs": s.probe_epochs})
@@ -306,7 +319,7 @@ def _pictures(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes,
 
 def _run_model(name: str, objective: str, run_dir: Path, tr: ImageData, te: ImageData, thr: ThreatModel, s: DemoSizes, *,
                fast: bool, device: str, seed: int, show_progress: bool, log: Callable[[str], None],
-               precision: str = "fp32") -> dict[str, Any]:
+               precision: str = "fp32", attack: str = "pgd") -> dict[str, Any]:
     """Train one model into ``run_dir``, measure it, write its metrics.json and record.json."""
     from .runtime import resolve_precision
 
@@ -323,7 +336,7 @@ def _run_model(name: str, objective: str, run_dir: Path, tr: ImageData, te: Imag
     metrics: dict[str, Any] = {}
     details: dict[str, Any] = {}
     with stage("accuracy and robust accuracy"):
-        metrics.update(_accuracy(model, te, thr, s, seed, precision))
+        metrics.update(_accuracy(model, te, thr, s, seed, precision, attack))
     metrics["train_seconds"] = res.seconds
     with stage("representation vulnerability"):
         m, details["vulnerability"] = _vulnerability(model, te, thr, s, seed, show_progress)
@@ -332,7 +345,7 @@ def _run_model(name: str, objective: str, run_dir: Path, tr: ImageData, te: Imag
         m, details["synbench"] = _synbench(model, s, seed)
     metrics.update(m)
     with stage("linear probe"):
-        m, details["probe"] = _probe(model, tr, te, thr, s, seed)
+        m, details["probe"] = _probe(model, tr, te, thr, s, seed, attack)
     metrics.update(m)
     with stage("randomized smoothing"):
         m, details["certification"] = _certify(model, te, s, seed, run_dir, show_progress)
@@ -346,13 +359,14 @@ def _run_model(name: str, objective: str, run_dir: Path, tr: ImageData, te: Imag
     metrics["stage_cpu_seconds"] = stage.cpu_seconds  # process CPU time: near the idle time on a loaded machine with 1 thread
     metrics["details"] = details
     atomic_write_json(run_dir / "metrics.json", metrics)
-    write_record(run_dir, "demo", cfg.to_dict(), metrics, demo={"eps": DEMO_EPS, "norm": "linf", "fast": fast, "sizes": asdict(s)})
+    write_record(run_dir, "demo", cfg.to_dict(), metrics, demo={"eps": DEMO_EPS, "norm": "linf", "fast": fast, "sizes": asdict(s),
+                                                                      "attack": metrics["attack"]})
     return metrics
 
 
 def run_demo(out: str | Path = "robrep-demo", *, fast: bool = False, device: str = "auto", seed: int = 0,
              show_progress: bool = True, log: Callable[[str], None] | None = None, sizes: DemoSizes | None = None,
-             precision: str = "fp32", threads: int | None = None) -> DemoResult:
+             precision: str = "fp32", threads: int | None = None, attack: str = "pgd") -> DemoResult:
     """Run the demo into ``out`` and return where its report is.
 
     Args:
@@ -365,12 +379,18 @@ def run_demo(out: str | Path = "robrep-demo", *, fast: bool = False, device: str
         sizes: override the preset sizes.
         precision: ``fp32`` (exact), ``auto`` or ``bf16``: bf16 autocast (channels-last) for training
             and the robust-accuracy attack, with float32 verdicts (``robrep demo`` uses ``auto``).
+        attack: the attack of the robust-accuracy table (robust accuracy, its eps curve and the probe's
+            adversarial accuracy): ``pgd`` (PGD with ``eval_steps``), any name of ``robrep list attacks``,
+            or a protocol such as ``autoattack-standard`` or ``fast`` (its own budgets; the robust
+            accuracy after each stage and the flags go into the metrics).
         threads: torch threads (None: keep the process's choice, or pick from the free CPUs:
             :func:`robrep.runtime.configure_threads`); the choice is logged.
     """
+    from .attacks import ATTACKS, get_protocol, is_protocol
     from .report.html import write_report
     from .runtime import configure_threads
 
+    ATTACKS.get(attack)  # unknown names list the attacks before any training
     log = log or (lambda s: None)
     configure_threads(threads, log=log)
     s = sizes or (FAST if fast else FULL)
@@ -382,23 +402,28 @@ def run_demo(out: str | Path = "robrep-demo", *, fast: bool = False, device: str
     thr = threat("linf", DEMO_EPS)
     runs: dict[str, Path] = {}
     summary: dict[str, Any] = {"eps": DEMO_EPS, "norm": "linf", "fast": fast, "sizes": asdict(s), "precision": precision,
-                               "threads": torch.get_num_threads(), "models": {}}
+                               "threads": torch.get_num_threads(), "models": {},
+                               "attack": {"name": attack, **({"protocol_version": get_protocol(attack).version} if is_protocol(attack) else {})}}
     for name, objective in (("standard", "standard"), ("robust", "pgd")):
         runs[name] = out / name
         summary["models"][name] = _run_model(name, objective, runs[name], tr, te, thr, s, fast=fast, device=device, seed=seed,
-                                             show_progress=show_progress, log=log, precision=precision)
+                                             show_progress=show_progress, log=log, precision=precision, attack=attack)
     summary["seconds"] = time.time() - t0
     atomic_write_json(out / "summary.json", summary)
-    report = write_report([runs["standard"], runs["robust"]], out / "report.html", title="robrep demo", notes=_notes(s, fast))
+    report = write_report([runs["standard"], runs["robust"]], out / "report.html", title="robrep demo", notes=_notes(s, fast, attack))
     return DemoResult(out, report, summary, summary_table(summary))
 
 
-def _notes(s: DemoSizes, fast: bool) -> list[str]:
+def _notes(s: DemoSizes, fast: bool, attack: str = "pgd") -> list[str]:
+    from .attacks import get_protocol, is_protocol
+
+    how = (f"PGD-{s.eval_steps}" if attack == "pgd" else f"the {attack} protocol (version {get_protocol(attack).version})"
+           if is_protocol(attack) else attack)
     r_max = s.cert_sigma * float(torch.special.ndtri(torch.tensor(s.cert_alpha ** (1.0 / s.cert_samples), dtype=torch.float64)))
     notes = [
         f"Two small CNNs on the bundled Fashion-MNIST subset: standard (plain training) and robust "
-        f"(PGD adversarial training, l∞ eps = {DEMO_EPS:g}). Robust accuracy: PGD-{s.eval_steps} at l∞ eps = {DEMO_EPS:g} "
-        f"on the first {s.test_n} test images.",
+        f"(PGD adversarial training, l∞ eps = {DEMO_EPS:g}). Robust accuracy: {how} at l∞ eps = {DEMO_EPS:g} "
+        f"on the first {s.test_n} test images (the probe's adversarial accuracy too).",
         f"Representation vulnerability (Zhu et al. 2020): clean minus worst-case mutual information (nats, InfoNCE, at most "
         f"log {s.mi_batch} = {math.log(s.mi_batch):.2f}) of the penultimate layer at the same eps, from {s.mi_critics} separable "
         f"MLP critics trained together (the paper uses a convolutional critic and the DV bound) for at most {s.mi_steps} steps "

@@ -23,6 +23,7 @@ boundary; MALT, Melamed et al. 2024).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from ..threats import L2Ball, LinfBall, ThreatModel
+from ..threats import L1Ball, L2Ball, LinfBall, ThreatModel
+from .apgd_l1 import apgd_l1_run, eot_grad
 from .losses import dlr_loss
 from .pgd import AttackResult, _validate
 
@@ -136,17 +138,7 @@ def apgd_run(
     x0, y0, t0 = x, y, y_target
 
     def grad_at(xa: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        g = torch.zeros_like(xa)
-        for _ in range(eot_iter):
-            xr = xa.clone().requires_grad_(True)
-            with torch.enable_grad():
-                z = net(xr)
-                lv = loss_fn(z, yy, tt)
-                (gi,) = torch.autograd.grad(lv.sum(), xr)
-            g += gi.detach()
-        if counter is not None:
-            counter.grad += eot_iter * xa.shape[0]
-        return g / eot_iter, lv.detach().float(), (z.detach().argmax(1) != yy)
+        return eot_grad(net, xa, yy, tt, loss_fn, eot_iter, counter)
 
     grad, lval, broke = grad_at(x_adv, y0, t0)
     step = torch.full((b0, *([1] * (x.ndim - 1))), 2.0 * eps, device=x.device, dtype=x.dtype)
@@ -220,6 +212,14 @@ def _check_threat(threat: ThreatModel, what: str) -> bool:
     return isinstance(threat, LinfBall)
 
 
+def _runner(threat: ThreatModel, what: str, largereps: bool) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """One APGD restart for ``threat``: :func:`apgd_run` (linf, l2) or l1-APGD
+    (:func:`robrep.attacks.apgd_l1.apgd_l1_run`, with ``largereps``); call it with ``loss_fn=`` by name."""
+    if isinstance(threat, L1Ball):
+        return functools.partial(apgd_l1_run, eps=float(threat.eps), largereps=largereps)
+    return functools.partial(apgd_run, eps=float(threat.eps), linf=_check_threat(threat, what))
+
+
 def _final_loss(net: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return dlr_loss(net(x_adv), y)
@@ -240,8 +240,10 @@ def apgd_cascade(
     generator: torch.Generator | None = None,
     check: bool = True,
     counter: PassCounter | None = None,
+    largereps: bool = False,
 ) -> AttackResult:
-    """APGD-CE / APGD-DLR as in AutoAttack, with early exit (``loss`` ``"ce"`` or ``"dlr"``).
+    """APGD-CE / APGD-DLR as in AutoAttack, with early exit (``loss`` ``"ce"`` or ``"dlr"``); linf,
+    l2, and l1 (l1-APGD, :mod:`robrep.attacks.apgd_l1`; ``largereps``: its 3 eps, 2 eps, eps schedule).
 
     Each restart runs on the points not yet misclassified. ``eot_iter > 1`` averages the
     gradient over that many calls of a randomized model (expectation over transformation,
@@ -250,7 +252,7 @@ def apgd_cascade(
     """
     if check:
         _validate(model, x, threat, steps, restarts)
-    linf = _check_threat(threat, f"apgd-{loss}")
+    run = _runner(threat, f"apgd-{loss}", largereps)
     if loss not in ("ce", "dlr"):
         raise InputError(f"apgd loss must be 'ce' or 'dlr', got {loss!r}")
     if eot_iter < 1:
@@ -262,8 +264,8 @@ def apgd_cascade(
         idx = torch.nonzero(~success).flatten()
         if len(idx) == 0:
             break
-        s, xa = apgd_run(model, x[idx], target[idx], float(threat.eps), linf, _LOSSES[loss], steps=steps, rho=rho,
-                         generator=generator, eot_iter=eot_iter, early_exit=early_exit, counter=counter)
+        s, xa = run(model, x[idx], target[idx], loss_fn=_LOSSES[loss], steps=steps, rho=rho,
+                    generator=generator, eot_iter=eot_iter, early_exit=early_exit, counter=counter)
         success[idx[s]] = True
         x_adv[idx[s]] = xa[s]
     return AttackResult(x_adv, _final_loss(model, x_adv, target), success, restarts * (steps + 1) * eot_iter)
@@ -310,9 +312,11 @@ def apgd_t(
     generator: torch.Generator | None = None,
     check: bool = True,
     counter: PassCounter | None = None,
+    largereps: bool = False,
 ) -> AttackResult:
     """APGD-T: APGD on the targeted DLR loss for each of ``targets`` target classes, each on
-    the points still robust (Croce & Hein 2020; AutoAttack's ``apgd-t``).
+    the points still robust (Croce & Hein 2020; AutoAttack's ``apgd-t``); linf, l2 and l1 (l1-APGD,
+    ``largereps`` as in :func:`apgd_cascade`).
 
     Args:
         target: true labels (B,).
@@ -326,7 +330,7 @@ def apgd_t(
     """
     if check:
         _validate(model, x, threat, steps, restarts)
-    linf = _check_threat(threat, "apgd-t")
+    run = _runner(threat, "apgd-t", largereps)
     if target_order not in ("logits", "malt"):
         raise InputError(f"target_order must be 'logits' or 'malt', got {target_order!r}")
     x = x.detach()
@@ -353,8 +357,8 @@ def apgd_t(
                 yt = z.sort(1)[1][:, -(k + 2)]
             else:
                 yt = order[idx, k]
-            s, xa = apgd_run(model, x[idx], target[idx], float(threat.eps), linf, dlr_targeted_loss, steps=steps, rho=rho,
-                             y_target=yt, generator=generator, early_exit=early_exit, counter=counter)
+            s, xa = run(model, x[idx], target[idx], loss_fn=dlr_targeted_loss, steps=steps, rho=rho,
+                        y_target=yt, generator=generator, early_exit=early_exit, counter=counter)
             success[idx[s]] = True
             x_adv[idx[s]] = xa[s]
     return AttackResult(x_adv, _final_loss(model, x_adv, target), success, n_t * restarts * (steps + 1))

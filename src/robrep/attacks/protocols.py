@@ -15,6 +15,12 @@ protocol                    version  stages (each on the points the previous one
                                      2024); no FAB, no Square
 ==========================  =======  ================================================================
 
+For an l1 threat model, ``autoattack-standard`` runs l1-APGD-CE (5 restarts) and l1-APGD-T (5
+targets), both with the 3 eps, 2 eps, eps schedule of Croce & Hein (ICML 2021, "Mind the box";
+:mod:`robrep.attacks.apgd_l1`): the settings the reference implementation gives its standard for
+``norm='L1'``. The reference's list for L1 also names FAB-T and Square, which robrep implements
+for linf and l2 only; the other protocols have no l1 version.
+
 Every stage exits early on the points it broke. Each stage starts from a generator seeded with
 the same stage seed (``seed``, or one draw from ``generator``), as the reference seeds each of its
 attacks, so a seed reproduces the reference's random starts and Square queries.
@@ -37,7 +43,7 @@ from torch import nn
 
 from .._registry import Registry
 from ..errors import InputError
-from ..threats import L2Ball, LinfBall, ThreatModel
+from ..threats import ThreatModel
 from .apgd_targeted import PassCounter, apgd_cascade, apgd_t
 from .fab import fab, fab_t
 from .losses import cw_margin
@@ -69,6 +75,7 @@ class Protocol:
         randomized: made for models whose output is random (EOT); the deterministic protocols
             refuse such models.
         help: one line for ``robrep list attacks``.
+        l1_stages: the stages for an l1 threat model (None: the protocol has no l1 version).
     """
 
     name: str
@@ -76,6 +83,17 @@ class Protocol:
     stages: tuple[tuple[str, str, dict[str, Any]], ...]
     randomized: bool = False
     help: str = ""
+    l1_stages: tuple[tuple[str, str, dict[str, Any]], ...] | None = None
+
+    def for_norm(self, norm: str) -> Protocol:
+        """The protocol as it runs for threat norm ``norm`` (its l1 stages for ``"l1"``)."""
+        if norm != "l1":
+            return self
+        if self.l1_stages is None:
+            with_l1 = [p for p in PROTOCOLS.names() if PROTOCOLS.get(p).l1_stages is not None]
+            raise InputError(f"{self.name} supports linf and l2 threat models, not {norm}; for l1 use "
+                             f"{', '.join(with_l1)} or pgd")
+        return Protocol(self.name, self.version, self.l1_stages, self.randomized, self.help)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "randomized": self.randomized,
@@ -116,7 +134,12 @@ _add(Protocol("autoattack-standard", "1", (
     ("apgd-t", "apgd-t", {"steps": 100, "targets": 9}),
     ("fab-t", "fab-t", {"steps": 100, "targets": 9}),
     ("square", "square", {"queries": 5000}),
-), help="AutoAttack standard: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5,000 queries), cascaded"))
+), help="AutoAttack standard: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5,000 queries), cascaded; "
+        "l1: l1-APGD-CE (5 restarts) and l1-APGD-T (5 targets)",
+    l1_stages=(  # Croce & Hein 2021: the 3 eps, 2 eps, eps schedule ("largereps") in both
+        ("apgd-ce", "apgd-ce", {"steps": 100, "restarts": 5, "largereps": True}),
+        ("apgd-t", "apgd-t", {"steps": 100, "targets": 5, "largereps": True}),
+    )))
 _add(Protocol("autoattack-plus", "1", (
     ("apgd-ce", "apgd-ce", {"steps": 100, "restarts": 5}),
     ("apgd-dlr", "apgd-dlr", {"steps": 100, "restarts": 5}),
@@ -205,8 +228,7 @@ def run_protocol(
     proto = name if isinstance(name, Protocol) else get_protocol(name)
     if check:
         _validate(model, x, threat, 1, 1)
-    if not isinstance(threat, (LinfBall, L2Ball)):
-        raise InputError(f"{proto.name} supports linf and l2 threat models, not {threat.norm}; use pgd for l1")
+    proto = proto.for_norm(threat.norm)  # its l1 stages, or an error naming the protocols that have them
     if queries is not None and (not isinstance(queries, int) or queries <= 0):
         raise InputError(f"square needs a query budget > 0, got {queries!r}; use e.g. queries=5000")
     if steps is not None and steps < 1:

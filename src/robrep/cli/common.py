@@ -9,7 +9,7 @@ from typing import Any
 
 from ..io.atomic import to_jsonable
 
-__all__ = ["add_common", "add_runtime", "add_threat", "emit", "log", "load_checkpoint_arg", "load_model_arg", "add_checkpoint", "add_model_source"]
+__all__ = ["add_attack", "check_attack", "add_common", "add_runtime", "add_threat", "emit", "log", "load_checkpoint_arg", "load_model_arg", "add_checkpoint", "add_model_source"]
 
 _DOWNLOAD_HELP = ("let torchvision download missing datasets, and tv:/timm:/hf:/open_clip: sources download weights "
                   "missing from the local caches (default: %(default)s)")
@@ -63,6 +63,25 @@ def setup_shard(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def add_threat(p: argparse.ArgumentParser, *, eps_default: float | None = None) -> None:
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"], help="threat model norm")
     p.add_argument("--eps", type=float, default=eps_default, help="radius in [0,1] pixel units (e.g. 0.3 or 0.0313)")
+
+
+ATTACK_NAMES_HELP = ("pgd, apgd-ce, apgd-dlr, apgd, apgd-t, fab-t, fab, square, fgsm, or a protocol: autoattack-standard, "
+                     "autoattack-plus, autoattack-rand, fast (robrep list attacks)")
+
+
+def add_attack(p: argparse.ArgumentParser, what: str, *, default: str = "pgd", flag: str = "--attack") -> None:
+    """The ``--attack NAME`` option of a command that reports robust accuracy (one attack registry
+    for every command: ``robrep.attacks.create_attack``)."""
+    p.add_argument(flag, default=default, metavar="NAME", help=f"attack or protocol of {what}: {ATTACK_NAMES_HELP}")
+
+
+def check_attack(name: str) -> str:
+    """``name`` if it is a registered attack or protocol, else :class:`~robrep.errors.UnknownNameError`
+    listing them (the CLI prints it on one line and exits 2, before any work)."""
+    from ..attacks import ATTACKS
+
+    ATTACKS.get(name)
+    return name
 
 
 def device_of(name: str):  # type: ignore[no-untyped-def]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_runtime, emit, log
+from .common import add_attack, add_runtime, check_attack, emit, log
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    add_attack(p, "the robust-accuracy table (robust accuracy, its eps curve, the probe's adversarial accuracy; "
+                  "pgd: PGD-20)")
     add_runtime(p)
     p.set_defaults(func=run)
 
@@ -22,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
+    check_attack(args.attack)
     res = run_demo(args.out, fast=args.fast, device=args.device, seed=args.seed, show_progress=not args.quiet, log=log,
-                   precision=args.precision, threads=args.threads)
+                   precision=args.precision, threads=args.threads, attack=args.attack)
     emit(res.summary, args.json, res.table + f"\n\nreport: {res.report}")
     return 0

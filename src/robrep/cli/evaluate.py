@@ -77,6 +77,13 @@ def run(args: argparse.Namespace) -> int:
     if eps is None and meta.get("threat"):
         eps, norm = float(meta["threat"]["eps"]), meta["threat"]["norm"]
     thr = threat(norm, eps) if eps is not None and eps != 0 else None  # threat() rejects eps < 0 and NaN
+    nc = getattr(model, "num_classes", None)
+    if args.targets is not None and isinstance(nc, int) and not is_protocol(args.attack):  # protocols add their own note
+        from ..attacks.protocols import clip_targets
+
+        kw["targets"], note = clip_targets(args.targets, nc, args.attack)
+        if note:
+            log(f"note: {note}")
     if args.precision != "fp32" and thr is not None and not is_protocol(args.attack):  # fp32: the attack itself
         kw["precision"] = args.precision
     chunk = args.chunk_size if args.chunk_size is not None else (500 if args.out else None)
@@ -128,6 +135,8 @@ def _attack_kwargs(args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
     if args.targets is not None:
         if args.attack not in ("apgd-t", "fab-t") and not is_protocol(args.attack):
             raise InputError(f"--targets applies to apgd-t, fab-t and the protocols, not {args.attack}")
+        if args.targets < 1:
+            raise InputError(f"--targets (target classes of apgd-t / fab-t) must be >= 1, got {args.targets}; the standard uses 9")
         kw["targets"] = args.targets
     if args.queries is not None:
         if args.queries <= 0:

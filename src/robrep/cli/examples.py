@@ -40,6 +40,8 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "demo": [
         ("the full demo: two encoders trained, measured and shown in robrep-demo/report.html", "robrep demo"),
         ("a much smaller run, for a quick check", "robrep demo --fast --out /tmp/robrep-demo"),
+        ("robust accuracy by the fast protocol (APGD-CE, then APGD-T on 3 targets) instead of PGD-20",
+         "robrep demo --fast --attack fast --out /tmp/robrep-demo-fast"),
     ],
     "invert": [
         ("invert the penultimate layer of 8 test images from noise",
@@ -82,6 +84,8 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
          "robrep transfer --checkpoint runs/demo-pgd/model.safetensors --target mnist --epochs 2 --out runs/transfer-mnist"),
         ("full fine-tuning on 10 % of the target, with adversarial accuracy at linf 0.1",
          "robrep transfer --checkpoint runs/demo-pgd/model.safetensors --target mnist --mode full --target-fraction 0.1 --eval-eps 0.1"),
+        ("adversarial accuracy of the transferred model by the AutoAttack standard",
+         "robrep transfer --checkpoint runs/demo-pgd/model.safetensors --target mnist --eval-eps 0.1 --attack autoattack-standard"),
     ],
     "transfer-sweep": [
         ("every source to every target in both modes, 3 seeds (resumable: rerun to continue)",
@@ -95,6 +99,8 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("two layers x two radii as four resumable cells (torchrun deals them to its ranks)",
          "robrep vulnerability --checkpoint runs/demo-pgd/model.safetensors --layer penultimate,logits --eps 0.05 0.1 "
          "--out runs/demo-pgd/vulnerability-cells --resume"),
+        ("the linear probe's robust accuracy by the fast protocol",
+         "robrep vulnerability --checkpoint runs/demo-pgd/model.safetensors --eps 0.1 --num-images 500 --attack fast"),
     ],
     "synbench": [
         ("the SynBench score of the penultimate layer",

@@ -9,6 +9,8 @@ from pathlib import Path
 from .common import (
     add_checkpoint,
     add_common,
+    add_attack,
+    check_attack,
     device_of,
     emit,
     load_checkpoint_arg,
@@ -45,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--resume", action="store_true",
                    help="skip the scales already finished in --out (OUT/chunks, one file per scale) and merge them")
     p.add_argument("--overwrite", action="store_true", help="discard finished scales in --out and start again")
+    add_attack(p, "the probes' adversarial accuracy with --probe (pgd: PGD-20)")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.resume or args.overwrite) and not args.out:
         raise InputError("--resume and --overwrite need --out, the run folder that holds the finished scales")
     shard = setup_shard(args)
+    check_attack(args.attack)
     model, meta = load_checkpoint_arg(args)
     res = synbench(model, input_shape=args.input_shape, layer=args.layer, eps=args.eps or DEFAULT_EPS,
                    thresholds=args.thresholds or DEFAULT_THRESHOLDS, scales=args.scales or SCALES, n_train=args.n_train, n_test=args.n_test,
@@ -97,12 +101,13 @@ def run(args: argparse.Namespace) -> int:
             log("training the standard and the eps-robust linear probes ...")
         pr = robust_linear_probe(model, tr, te, res, threshold=args.probe_threshold, norm=args.probe_norm,
                                  eps=args.probe_eps, layer=args.layer, epochs=args.probe_epochs,
-                                 eval_n=args.probe_eval_n, seed=args.seed)
+                                 eval_n=args.probe_eval_n, seed=args.seed, attack=args.attack)
         out["probe"] = pr.to_dict() | {"dataset": dataset}
         d = pr.to_dict()
         lines.append(f"probes on {dataset} ({args.probe_norm}, radius {pr.radius:.3g} = {pr.synbench_eps:g} x {pr.reference_radius:.3g}): "
                      f"standard {d['standard_natural_accuracy']:.4f}/{d['standard_adversarial_accuracy']}, "
-                     f"robust {d['robust_natural_accuracy']:.4f}/{d['robust_adversarial_accuracy']} (natural/adversarial)")
+                     f"robust {d['robust_natural_accuracy']:.4f}/{d['robust_adversarial_accuracy']} (natural/adversarial, "
+                     f"{args.attack})")
     if args.out:
         from ..io.atomic import atomic_write_json
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .common import add_common, device_of, emit, log, setup_shard
+from .common import add_attack, add_common, device_of, emit, log, setup_shard
 
 
 def _add_transfer_options(p: argparse.ArgumentParser) -> None:
@@ -27,8 +27,9 @@ def _add_transfer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-steps", type=int, default=7)
     p.add_argument("--eval-norm", default="linf", choices=["linf", "l2", "l1"], help="adversarial accuracy on the target: norm")
     p.add_argument("--eval-eps", type=float, default=0.0, help="adversarial accuracy on the target: eps (0 = natural only)")
-    p.add_argument("--eval-steps", type=int, default=20)
-    p.add_argument("--eval-restarts", type=int, default=1)
+    add_attack(p, "the adversarial accuracy on the target (and, in a sweep, of each source on its own data)")
+    p.add_argument("--eval-steps", type=int, default=20, help="steps of a single attack (pgd, apgd...); a protocol uses its own")
+    p.add_argument("--eval-restarts", type=int, default=1, help="restarts of a single attack; a protocol uses its own")
     p.add_argument("--eval-n", type=int, default=1000, help="test images attacked (natural accuracy uses all)")
     p.add_argument("--no-cache", action="store_true", help="fixed mode: do not cache frozen features (same result, slower)")
     p.add_argument("--arch", default=None, help="architecture, for checkpoints that do not record it")
@@ -71,7 +72,7 @@ def _config(args: argparse.Namespace, **over: Any) -> Any:
     d = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step, momentum=args.momentum,
              weight_decay=args.weight_decay, additional_hidden=args.additional_hidden, bn=args.bn, train_norm=args.train_norm,
              train_eps=args.train_eps, train_steps=args.train_steps, eval_norm=args.eval_norm, eval_eps=args.eval_eps,
-             eval_steps=args.eval_steps, eval_restarts=args.eval_restarts, eval_n=args.eval_n, cache_features=not args.no_cache,
+             eval_steps=args.eval_steps, eval_restarts=args.eval_restarts, eval_attack=args.attack, eval_n=args.eval_n, cache_features=not args.no_cache,
              seed=args.seed)
     d.update(over)
     return TransferConfig(**d)
@@ -98,7 +99,10 @@ def run(args: argparse.Namespace) -> int:
            "balanced_accuracy": res.balanced_accuracy, "n_natural": res.n_natural, "n_adversarial": res.n_adversarial,
            "n_train": res.n_train, "n_trainable": res.n_trainable, "feat_dim": res.feat_dim, "seconds": round(res.seconds, 2),
            "target": args.target, "mode": args.mode, "source": str(args.checkpoint), "source_norm": norm, "source_eps": eps,
-           "source_dataset": meta.get("dataset")}
+           "source_dataset": meta.get("dataset"), "attack": res.attack}
+    if res.stages is not None:
+        out |= {"stages": res.stages, "flags": list(res.flags)}
+        out |= {f"adversarial_accuracy_after_{k}": v for k, v in res.stages.items() if k != "clean"}
     if args.out:
         outdir = Path(args.out)
         write_record(outdir, "transfer", vars(args) | {"func": None, "transfer_config": cfg.to_dict()}, out, history=res.history)
@@ -111,7 +115,12 @@ def run(args: argparse.Namespace) -> int:
     s = (f"{args.mode} transfer to {args.target} ({res.n_train} training images, {res.n_trainable} trainable parameters): "
          f"natural accuracy {res.natural_accuracy:.4f}")
     if res.adversarial_accuracy is not None:
-        s += f", adversarial accuracy {res.adversarial_accuracy:.4f} ({args.eval_norm} eps={args.eval_eps:g}, {res.n_adversarial} images)"
+        s += (f", adversarial accuracy {res.adversarial_accuracy:.4f} ({args.attack}, {args.eval_norm} eps={args.eval_eps:g}, "
+              f"{res.n_adversarial} images)")
+        if res.stages is not None:
+            s += "\n  after each stage: " + ", ".join(f"{k} {v:.4f}" for k, v in res.stages.items())
+    for f in res.flags:
+        log(f"flag {f['code']}: {f['message']}; {f['meaning']}; try: {f['action']}")
     emit(out, args.json, s)
     return 0
 

@@ -136,9 +136,9 @@ def evaluate(
     total, chunk_batches, data_digest = _chunk_source(data, n, batch_size, model, seed)
     cs = chunk_size or max(total, 1)
     bounds = [(s, min(s + cs, total)) for s in range(0, total, cs)]
-    proto = get_protocol(attack).to_dict() if (threat is not None and is_protocol(attack)) else None
+    proto = get_protocol(attack).for_norm(threat.norm).to_dict() if (threat is not None and is_protocol(attack)) else None
     with eval_mode(model):
-        if proto is not None:  # refuse a model the protocol cannot measure before anything is written
+        if threat is not None:  # refuse a model the attack cannot measure before anything is written
             _preflight(model, chunk_batches, bounds, dev, attack, proto)
         store = _open_store(out, model, data_digest, total, threat, attack, attack_kwargs, seed, cs, batch_size,
                             fingerprint_extra, proto, len(bounds), resume, overwrite, shard)
@@ -167,8 +167,9 @@ def _check_args(n: int | None, chunk_size: int | None, batch_size: int, resume: 
 
 
 def _preflight(model: nn.Module, chunk_batches: Callable[[int, int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
-               bounds: list[tuple[int, int]], dev: torch.device, attack: str, proto: dict[str, Any]) -> None:
-    """A protocol's model checks (finite logits, deterministic output) on the first batch."""
+               bounds: list[tuple[int, int]], dev: torch.device, attack: str, proto: dict[str, Any] | None) -> None:
+    """The model checks on the first batch: finite logits (every attack), and for a protocol
+    (``proto``) a deterministic output."""
     if not bounds:
         return
     from ..attacks.protocols import output_changes
@@ -181,6 +182,8 @@ def _preflight(model: nn.Module, chunk_batches: Callable[[int, int], Iterable[tu
     if not torch.isfinite(z).all():
         raise InputError(f"the model returned non-finite logits (NaN or inf) for {int((~torch.isfinite(z)).any(1).sum())} "
                          f"of {len(xb)} images; fix the model (or its weights) before measuring robustness")
+    if proto is None:
+        return
     changed = int(output_changes(model, xb).sum())
     if changed and not proto["randomized"]:
         raise InputError(f"flag randomized-output: the model's output changed between two identical calls on {changed} "

@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks import pgd
+from ..attacks import is_protocol, pgd
 from ..data import ImageData
 from ..errors import InputError
 from ..models.base import Representation, RobrepModel, representation
 from ..threats import ThreatModel
 from .accuracy import evaluate
 
-__all__ = ["LinearFit", "ProbeResult", "ProbedClassifier", "extract_features", "fit_linear", "linear_probe", "make_head"]
+__all__ = ["LinearFit", "ProbeResult", "ProbedClassifier", "extract_features", "fit_linear", "linear_probe", "make_head", "eval_attack_kwargs"]
 
 
 class ProbedClassifier(nn.Module):
@@ -176,6 +176,16 @@ def attack_kwargs_for(attack: str, **kwargs: Any) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in params}
 
 
+def eval_attack_kwargs(attack: str, steps: int | None, restarts: int | None = None) -> dict[str, Any]:
+    """The settings a command's evaluation budget (``steps``, ``restarts``) gives ``attack``: the
+    ones it accepts for a single attack (PGD, APGD...), none for a protocol (``autoattack-standard``,
+    ``fast``...), whose budgets are part of its name and version. Unknown names raise
+    :class:`~robrep.errors.UnknownNameError` listing the registered attacks."""
+    kw = attack_kwargs_for(attack, **({"steps": steps} if steps is not None else {}),
+                           **({"restarts": restarts} if restarts not in (None, 1) else {}))
+    return {} if is_protocol(attack) else kw
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     """A trained probe and its accuracies.
@@ -210,7 +220,7 @@ def linear_probe(
     lr: float = 1e-3,
     batch_size: int = 128,
     attack_steps: int = 7,
-    eval_steps: int = 20,
+    eval_steps: int | None = None,
     eval_restarts: int = 1,
     eval_n: int | None = None,
     seed: int = 0,
@@ -228,12 +238,18 @@ def linear_probe(
     MLP head is trained with Adam (20 epochs when ``epochs`` is None); an adversarial probe
     with PGD (``attack_steps`` steps, 2.5 eps / steps) through the frozen encoder in pixel space
     (20 epochs when None). ``eval_threat`` defaults to ``train_threat``; the evaluation attack is
-    ``attack`` from the attack registry (``robrep list attacks``) with ``eval_steps`` steps.
+    ``attack`` from the attack registry (``robrep list attacks``: PGD, APGD, ... or a protocol such as
+    ``autoattack-standard`` or ``fast``) with ``eval_steps`` steps (None: 20 for a single attack, the
+    protocol's own budgets for a protocol); for a protocol, ``eval`` adds the robust accuracy after
+    each stage and the flags.
     ``features``: precomputed ``(features, labels)`` of ``train_data`` at ``layer`` (a feature
     cache), used instead of extracting them again.
     """
     if epochs is not None and epochs < 1:
         raise InputError(f"epochs must be >= 1, got {epochs}")
+    attack_kwargs_for(attack)  # checks the name before any training: unknown names list the attacks
+    if eval_steps is None and not is_protocol(attack):
+        eval_steps = 20
     dev = next(encoder.parameters()).device
     encoder.eval()
     rep = representation(encoder, layer)
@@ -286,8 +302,12 @@ def linear_probe(
                 opt.step()
     clf.eval()
     thr = eval_threat if eval_threat is not None else train_threat
-    akw = attack_kwargs_for(attack, steps=eval_steps, **({"restarts": eval_restarts} if attack == "pgd" else {}))
+    akw = attack_kwargs_for(attack, **({"steps": eval_steps} if eval_steps is not None else {}),
+                            **({"restarts": eval_restarts} if attack == "pgd" else {}))
     ev = evaluate(clf, test_data, threat=thr if (thr is not None and thr.eps > 0) else None, attack=attack,
                   attack_kwargs=akw, n=eval_n, seed=seed, device=dev)
+    detail: dict[str, Any] = {"threat": ev.threat, "attack": ev.attack, "n": ev.n}
+    if ev.stages is not None:
+        detail |= {"stages": ev.stages, "flags": list(ev.flags), "notes": list(ev.notes)}
     return ProbeResult(ev.clean_accuracy, ev.robust_accuracy, train_threat.to_dict() if train_threat is not None else None,
-                       {"threat": ev.threat, "attack": ev.attack, "n": ev.n}, clf, fit)
+                       detail, clf, fit)

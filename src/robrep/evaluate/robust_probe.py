@@ -48,7 +48,10 @@ class RobustProbeResult:
                 "standard_natural_accuracy": self.standard.natural_accuracy,
                 "standard_adversarial_accuracy": self.standard.adversarial_accuracy,
                 "robust_natural_accuracy": self.robust.natural_accuracy,
-                "robust_adversarial_accuracy": self.robust.adversarial_accuracy}
+                "robust_adversarial_accuracy": self.robust.adversarial_accuracy,
+                "attack": self.robust.eval.get("attack"),
+                **({"standard_stages": self.standard.eval["stages"], "robust_stages": self.robust.eval["stages"],
+                    "flags": self.standard.eval["flags"] + self.robust.eval["flags"]} if "stages" in self.robust.eval else {})}
 
 
 def half_class_mean_distance(data: ImageData, max_n: int = 10000) -> float:

@@ -263,8 +263,10 @@ class VulnerabilityResult:
             ``min(1, (I_worst + log 2) / log |Y|)``, its interval mapped from mi_worst's.
         num_classes: |Y| used in the bound.
         width_units, width_critics: one-way interval widths of the vulnerability.
-        probe_accuracy, probe_robust_accuracy: natural and PGD accuracy of a linear probe on the
-            layer (when labels were given), to read beside the bound.
+        probe_accuracy, probe_robust_accuracy: natural and adversarial accuracy of a linear probe on
+            the layer (when labels were given), to read beside the bound.
+        probe_attack: the attack behind ``probe_robust_accuracy`` (``pgd`` unless ``probe_attack=``
+            named another attack or a protocol; with its ``protocol_version``).
     """
 
     layer: str
@@ -278,6 +280,7 @@ class VulnerabilityResult:
     width_critics: float | None = None
     probe_accuracy: float | None = None
     probe_robust_accuracy: float | None = None
+    probe_attack: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"layer": self.layer, "threat": self.threat, "num_classes": self.num_classes,
@@ -285,7 +288,8 @@ class VulnerabilityResult:
                 "vulnerability": {**self.vulnerability.to_dict(), "width_units": self.width_units,
                                   "width_critics": self.width_critics},
                 "accuracy_bound": self.accuracy_bound.to_dict(),
-                "probe_accuracy": self.probe_accuracy, "probe_robust_accuracy": self.probe_robust_accuracy}
+                "probe_accuracy": self.probe_accuracy, "probe_robust_accuracy": self.probe_robust_accuracy,
+                "probe_attack": self.probe_attack}
 
 
 def interval_from_values(values: Sequence[float], level: float = 0.95) -> Interval:
@@ -851,6 +855,7 @@ def vulnerability(
     layer: str = "representation",
     mi_clean: MIEstimate | None = None,
     labels: torch.Tensor | None = None,
+    probe_attack: str = "pgd",
     **kwargs: Any,
 ) -> VulnerabilityResult:
     """Representation vulnerability RV = I(X; R(X)) - inf_{W_inf <= eps} I(X'; R(X')).
@@ -870,12 +875,15 @@ def vulnerability(
         labels: (M,) labels of ``x`` (or taken from an ``ImageData``): a linear probe is trained
             on the layer and its natural / PGD accuracy on the held-out part reported beside the
             bound.
+        probe_attack: the attack of the probe's adversarial accuracy (``robrep list attacks``: PGD-20,
+            APGD..., or a protocol such as ``autoattack-standard`` or ``fast``).
         kwargs: as :func:`estimate_mi` (preset, estimator, critic, n_critics, steps...).
 
     Returns:
         :class:`VulnerabilityResult`.
     """
     _check_threat(threat)
+    probe_info = _attack_info(probe_attack)  # unknown names fail before any critic is trained
     xs = _as_tensor(x)
     if labels is None and isinstance(x, ImageData) and kwargs.pop("probe", False):
         labels = x.tensors()[1]  # type: ignore[attr-defined]
@@ -915,8 +923,18 @@ def vulnerability(
         s = mi_settings(kwargs.get("preset"), **{k: v for k, v in kwargs.items()
                                                  if k in {f.name for f in fields(MISettings)} and k != "preset"})
         pa, pra = probe_robust_accuracy(rep, xs, labels, threat, eval_fraction=s.eval_fraction, num_classes=num_classes,
-                                        seed=seed)
-    return VulnerabilityResult(layer, threat.to_dict(), clean, worst, rv, ab, num_classes, w_u, w_c, pa, pra)
+                                        seed=seed, attack=probe_attack)
+    return VulnerabilityResult(layer, threat.to_dict(), clean, worst, rv, ab, num_classes, w_u, w_c, pa, pra,
+                               probe_info if labels is not None else None)
+
+
+def _attack_info(name: str) -> dict[str, Any]:
+    """``{"name"}`` of a registered attack, plus ``protocol_version`` for a protocol (unknown names
+    raise :class:`~robrep.errors.UnknownNameError` listing the attacks)."""
+    from ..attacks import ATTACKS, get_protocol, is_protocol
+
+    ATTACKS.get(name)
+    return {"name": name, **({"protocol_version": get_protocol(name).version} if is_protocol(name) else {})}
 
 
 class _Probe(nn.Module):
@@ -940,10 +958,13 @@ def probe_robust_accuracy(
     lr: float = 1e-2,
     attack_steps: int = 20,
     seed: int = 0,
+    attack: str = "pgd",
 ) -> tuple[float, float]:
-    """Natural and PGD accuracy of a linear probe on ``rep``: trained (full-batch Adam, standard
-    cross-entropy) on the first ``1 - eval_fraction`` of the inputs, evaluated on the rest with
-    ``robrep.attacks.pgd`` (``attack_steps``, random start) through representation and probe.
+    """Natural and adversarial accuracy of a linear probe on ``rep``: trained (full-batch Adam,
+    standard cross-entropy) on the first ``1 - eval_fraction`` of the inputs, evaluated on the rest
+    with ``robrep.attacks.pgd`` (``attack_steps``, random start) through representation and probe,
+    or with ``attack`` (any name of ``robrep list attacks``, e.g. ``autoattack-standard`` or
+    ``fast``, at its own budget) on the correctly classified held-out inputs.
     Fano's bound on *any* classifier's adversarial accuracy must lie above the second number.
 
     Returns:
@@ -979,8 +1000,18 @@ def probe_robust_accuracy(
         nat = float((net(xe).argmax(1) == ye).float().mean())
     if threat.eps == 0:
         return nat, nat
-    r = pgd(net, xe, ye, threat, steps=attack_steps, generator=torch.Generator().manual_seed(seed), check=False)
-    return nat, float((~r.success).float().mean())
+    if attack == "pgd":
+        r = pgd(net, xe, ye, threat, steps=attack_steps, generator=torch.Generator().manual_seed(seed), check=False)
+        return nat, float((~r.success).float().mean())
+    from ..attacks import create_attack
+
+    with torch.no_grad():
+        rob = net(xe).argmax(1) == ye
+    idx = torch.nonzero(rob).flatten()
+    if len(idx):
+        r = create_attack(attack)(net, xe[idx], ye[idx], threat, generator=torch.Generator().manual_seed(seed))
+        rob[idx] = ~r.success
+    return nat, float(rob.float().mean())
 
 
 class _Flatten(nn.Module):

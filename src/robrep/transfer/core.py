@@ -51,8 +51,9 @@ from ..attacks import pgd
 from ..data import ImageData
 from ..errors import InputError
 from ..evaluate import evaluate
+from ..evaluate.probe import eval_attack_kwargs
 from ..models import RobrepModel
-from ..threats import ThreatModel, threat
+from ..threats import ThreatModel, check_eps_units, threat
 from .adapt import adapt_data, adapt_images
 from .heads import _head_inputs, _head_module, head_name, replace_head, trainable_parameters
 
@@ -92,7 +93,10 @@ class TransferConfig:
             step 2.5 eps / steps) of the head (fixed) or the whole network (full); eps 0 = natural
             training (the paper's setting).
         eval_norm, eval_eps: threat model of the adversarial accuracy on the target (eps 0 = none).
-        eval_steps, eval_restarts: PGD settings of that evaluation.
+        eval_attack: the attack of that evaluation (``robrep list attacks``: ``pgd``, ``apgd``, ... or a
+            protocol such as ``autoattack-standard`` or ``fast``).
+        eval_steps, eval_restarts: settings of a single attack (PGD, APGD...); a protocol uses its
+            own budgets.
         eval_n: adversarial accuracy on the first ``eval_n`` test images (None = all); natural
             accuracy always uses the whole test split.
         target_fraction: class-balanced fraction of the target training split (seeded by ``seed``).
@@ -119,6 +123,7 @@ class TransferConfig:
     eval_eps: float = 0.0
     eval_steps: int = 20
     eval_restarts: int = 1
+    eval_attack: str = "pgd"
     eval_n: int | None = 1000
     target_fraction: float = 1.0
     resolution: int | None = None
@@ -148,6 +153,9 @@ class TransferConfig:
             raise InputError("train_steps and eval_steps must be >= 1")
         threat(self.train_norm, self.train_eps)  # validates
         threat(self.eval_norm, self.eval_eps)
+        check_eps_units(self.train_norm, self.train_eps)
+        check_eps_units(self.eval_norm, self.eval_eps)
+        eval_attack_kwargs(self.eval_attack, self.eval_steps)  # unknown names list the attacks
 
     @property
     def resolved_lr(self) -> float:
@@ -178,8 +186,8 @@ class TransferResult:
         natural_accuracy: clean top-1 accuracy on the whole target test split, in [0, 1].
         balanced_accuracy: mean over classes of the per-class clean accuracy (the paper's metric
             for Pets, Caltech, Flowers, Aircraft).
-        adversarial_accuracy: accuracy under PGD (``eval_norm``, ``eval_eps``) on the first
-            ``n_adversarial`` test images; None when ``eval_eps == 0``.
+        adversarial_accuracy: accuracy under ``eval_attack`` (PGD by default; ``eval_norm``,
+            ``eval_eps``) on the first ``n_adversarial`` test images; None when ``eval_eps == 0``.
         n_natural, n_adversarial: test images behind each number.
         n_train: target training images used.
         n_trainable: trainable parameters (fixed, linear head: feat_dim * C + C).
@@ -188,6 +196,10 @@ class TransferResult:
         config: the :class:`TransferConfig` as a dict.
         seconds: wall time.
         model: the transferred classifier (inputs in [0,1] at the source's input shape).
+        attack: the evaluation attack: its name, settings and, for a protocol, ``protocol_version``
+            (None when ``eval_eps == 0``).
+        stages, flags: for a protocol, the adversarial accuracy after each stage and the flags
+            (:class:`robrep.evaluate.EvalResult`).
     """
 
     natural_accuracy: float
@@ -202,6 +214,9 @@ class TransferResult:
     config: dict[str, Any]
     seconds: float
     model: RobrepModel = field(repr=False)
+    attack: dict[str, Any] | None = None
+    stages: dict[str, float] | None = None
+    flags: tuple[dict[str, Any], ...] = ()
 
     def metrics(self) -> dict[str, Any]:
         """Everything but the model, JSON-ready."""
@@ -259,16 +274,19 @@ def transfer(
         p.requires_grad_(False)
     model.eval()
     nat = evaluate(model, test_data, seed=cfg.seed, device=dev)
-    adv_acc, n_adv = None, 0
+    adv_acc, n_adv, ev = None, 0, None
     if cfg.eval_eps > 0:
-        ev = evaluate(model, test_data, threat=threat(cfg.eval_norm, cfg.eval_eps), attack="pgd",
-                      attack_kwargs={"steps": cfg.eval_steps, "restarts": cfg.eval_restarts}, n=cfg.eval_n, seed=cfg.seed, device=dev)
+        ev = evaluate(model, test_data, threat=threat(cfg.eval_norm, cfg.eval_eps), attack=cfg.eval_attack,
+                      attack_kwargs=eval_attack_kwargs(cfg.eval_attack, cfg.eval_steps, cfg.eval_restarts), n=cfg.eval_n,
+                      seed=cfg.seed, device=dev)
         adv_acc, n_adv = ev.robust_accuracy, ev.n
     balanced = sum(nat.per_class_clean.values()) / max(len(nat.per_class_clean), 1)
     return TransferResult(
         natural_accuracy=nat.clean_accuracy, balanced_accuracy=balanced, adversarial_accuracy=adv_acc,
         n_natural=nat.n, n_adversarial=n_adv, n_train=len(train_data), n_trainable=n_trainable, feat_dim=feat_dim,
         history=history, config=cfg.to_dict(), seconds=time.time() - t0, model=model,
+        attack=ev.attack if ev is not None else None, stages=ev.stages if ev is not None else None,
+        flags=ev.flags if ev is not None else (),
     )
 
 

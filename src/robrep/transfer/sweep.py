@@ -26,6 +26,7 @@ import torch
 from ..data import ImageData, load_dataset
 from ..errors import InputError, RobrepError
 from ..evaluate import evaluate
+from ..evaluate.probe import eval_attack_kwargs
 from ..io.atomic import atomic_write_json, to_jsonable
 from ..io.shard import Shard, agree
 from ..models import RobrepModel, create_model, load_with_meta, split_source
@@ -118,7 +119,8 @@ def _load_split(name: str, split: str, root: str | None, cache: dict[tuple[str, 
 
 
 def _same_settings(done: dict[str, Any], src: SourceSpec, cfg: TransferConfig) -> bool:
-    return done.get("config") == to_jsonable(cfg.to_dict()) and done.get("source", {}).get("path") == src.path
+    # cells written before the evaluation attack was a setting were evaluated with PGD
+    return {"eval_attack": "pgd"} | done.get("config", {}) == to_jsonable(cfg.to_dict()) and done.get("source", {}).get("path") == src.path
 
 
 def _evaluate_source(src: SourceSpec, m: RobrepModel, mt: dict[str, Any], out: Path, base: TransferConfig,
@@ -129,10 +131,11 @@ def _evaluate_source(src: SourceSpec, m: RobrepModel, mt: dict[str, Any], out: P
     if ds:
         test = _load_split(ds, "test", data_root, data_cache)
         thr = threat(src.norm, src.eps) if (src.norm and src.eps > 0) else None
-        ev = evaluate(m, test, threat=thr, attack="pgd", attack_kwargs={"steps": base.eval_steps}, n=base.eval_n, seed=0)
+        ev = evaluate(m, test, threat=thr, attack=base.eval_attack, attack_kwargs=eval_attack_kwargs(base.eval_attack, base.eval_steps),
+                      n=base.eval_n, seed=0)
         full = evaluate(m, test)
         rec.update({"clean_accuracy": full.clean_accuracy, "n_clean": full.n,
-                    "robust_accuracy": ev.robust_accuracy, "n_robust": ev.n, "threat": ev.threat})
+                    "robust_accuracy": ev.robust_accuracy, "n_robust": ev.n, "threat": ev.threat, "attack": ev.attack})
     atomic_write_json(out / "sources" / f"{src.name}.json", rec)
 
 
