@@ -67,8 +67,7 @@ def reference_stages(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n
 
     EvaluationState.add_run_attack = record  # type: ignore[method-assign]
     try:
-        aa = AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version="standard", seed=0, device="cpu",
-                        verbose=False)
+        aa = AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version="standard", seed=0, device="cpu")
         t = time.process_time()
         aa.run_standard_evaluation(x, y, batch_size=len(x))
         sec = time.process_time() - t
