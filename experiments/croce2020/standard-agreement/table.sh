@@ -3,7 +3,7 @@
 # N test images (default 1,000) of three models, chunked and resumable (table/<name>/*.json;
 # rerun to continue). Models go to $MODELS (default /work/models/aa):
 #   mnist-core   the MNIST core model's recipe (docs/reproductions/madry2018-mnist-linf03.md)
-#                reduced to $CORE_EPOCHS epochs (default 2 instead of 10), linf 0.3
+#                reduced to $CORE_EPOCHS epochs (default 1 instead of 10), linf 0.3
 #   fmnist-tiny  benchmarks/bench_autoattack.py's Fashion-MNIST CNN (PGD-2, 250 steps), linf 0.1 and l2 1.5
 #   demo-robust  the robust model `robrep demo` trains (copy its out/robust folder there), linf 0.1
 # RESULTS: where the chunks go (default table/ here).
@@ -22,7 +22,7 @@ core)
     rm -rf "$M/.tmp-mnist-core"
     python -m robrep train --dataset mnist --model small-cnn --model-arg width=32 --model-arg feat_dim=256 \
       --objective pgd --eps 0.3 --eps-warmup 0.25 --objective-arg steps=10 --objective-arg step_size=0.075 \
-      --objective-arg llr=1 --epochs "${CORE_EPOCHS:-2}" --batch-size 128 --optimizer adam --lr 0.001 --schedule cosine \
+      --objective-arg llr=1 --epochs "${CORE_EPOCHS:-1}" --batch-size 128 --optimizer adam --lr 0.001 --schedule cosine \
       --eval-n 0 --seed 0 --threads 1 --quiet --json --out "$M/.tmp-mnist-core" | tail -1 > "$M/mnist-core.train.json"
     mv "$M/.tmp-mnist-core" "$M/mnist-core"
   fi
