@@ -137,8 +137,8 @@ def summary(a: argparse.Namespace) -> None:
             continue
         c0 = chunks[0]
         n = sum(c["end"] - c["start"] for c in chunks)
-        ref = {s: sum((sum(c["reference"][s]) for c in chunks)) for s in ("clean", *STAGES)}
-        ours = {s: sum((sum(c["robrep"][s]) for c in chunks)) for s in ("clean", *STAGES)}
+        ref = {s: sum(sum(c["reference"][s]) for c in chunks) for s in ("clean", *STAGES)}
+        ours = {s: sum(sum(c["robrep"][s]) for c in chunks) for s in ("clean", *STAGES)}
         same = {s: sum(sum(r == o for r, o in zip(c["reference"][s], c["robrep"][s])) for c in chunks) for s in STAGES}
         cpu = (sum(c["reference_cpu_s"] for c in chunks), sum(c["robrep_cpu_s"] for c in chunks))
         rows.append({"name": d.name, "dataset": c0["dataset"], "norm": c0["norm"], "eps": c0["eps"], "n": n,
