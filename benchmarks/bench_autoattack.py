@@ -9,7 +9,8 @@ ratios (wall and process CPU seconds; with one thread the CPU seconds are the be
 a shared machine), and robrep's time over the floor of its own passes, per stage:
 
 - ``floor``: example-passes x the time of one pass per example (forward+backward and forward
-  only, each timed at the batch size most passes run at: the points left after APGD-CE);
+  only, each timed at the batch size most passes run at: the points left after APGD-CE; timed
+  before and after the other runs, the mean);
 - ``call floor``: the same passes at the batch sizes they ran at: model calls x the fixed cost of
   one call + example-passes x the cost per example (both fitted to timed calls at 3 batch sizes).
 
@@ -286,13 +287,17 @@ def main() -> int:
             ref_stages, _ = run_reference(model, x, y, norm, eps)
             ref = {"stages": ref_stages, "wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c}
         std = run_robrep("autoattack-standard", model, x, y, norm, eps)
+        # pass costs at the batch size most passes run at (the points left after APGD-CE), timed
+        # before and after the other runs: on a shared machine they drift; the floors use the mean
+        b = max(4, round(std["stages"]["apgd-ce"] * len(x)))
+        costs_before = pass_costs(model, x[:b])
         auto = None if args.skip_auto else run_robrep("autoattack-standard", model, x, y, norm, eps, precision="auto")
         fast = run_robrep("fast", model, x, y, norm, eps)
-        # the per-example rate at the batch size most passes run at: the points left after APGD-CE
-        b = max(4, round(std["stages"]["apgd-ce"] * len(x)))
-        costs = pass_costs(model, x[:b])
+        costs_after = pass_costs(model, x[:b])
+        costs = {k: tuple((u + v) / 2 for u, v in zip(costs_before[k], costs_after[k])) for k in costs_before}
         row = {"model": desc, "norm": norm, "eps": eps, "n": args.n, "reference": ref, "robrep_standard": std,
                "robrep_standard_auto": auto, "robrep_fast": fast, "pass_costs": costs,
+               "pass_costs_before_after": [costs_before, costs_after],
                "standard_floors": floors(std, costs), "fast_floors": floors(fast, costs)}
         rows.append(row)
         report(row)
@@ -323,7 +328,11 @@ def report(row: dict) -> None:
         for stage, f in row[f"{proto}_floors"].items():
             print(f"  {proto:8s} {stage:8s} cpu {f['cpu_s']:7.2f} s  floor {f['floor_s']:7.2f} s ({f['over_floor']:.2f}x)"
                   f"  call floor {f['call_floor_s']:7.2f} s ({f['over_call_floor']:.2f}x)")
-    print(json.dumps({k: [round(v, 9) for v in c] for k, c in row["pass_costs"].items()}), flush=True)
+    for kind in ("grad", "forward"):
+        before, after = (c[kind][2] * 1e6 for c in row["pass_costs_before_after"])
+        print(f"  one {kind} pass per example at the measured batch: {before:.1f} us before, {after:.1f} us after the runs"
+              f" (call floor fit: {row['pass_costs'][kind][0] * 1e6:.0f} us per call + {row['pass_costs'][kind][1] * 1e6:.1f} us"
+              " per example)", flush=True)
 
 
 if __name__ == "__main__":
