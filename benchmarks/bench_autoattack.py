@@ -1,14 +1,21 @@
 """robrep's AutoAttack protocols vs the reference implementation (pyautoattack), side by side.
 
-For each model (trained here, adversarially, cached in --cache): the same first --n test images,
-the reference's ``AutoAttack(version="standard", seed=0).run_standard_evaluation`` and robrep's
-``autoattack-standard`` and ``fast`` protocols, run one after the other in this process, each on
-one batch of all images (so the reference and robrep draw the same random numbers). Prints the
-robust accuracy after every stage, the wall times and their ratios, and robrep's wall time over
-the floor of its own passes (example forward+backward passes x the measured time of one, plus
-forward-only passes x the time of one).
+For each model (trained here, adversarially, cached in --cache; or --checkpoint): the same first
+--n test images, the reference's ``AutoAttack(version="standard", seed=0).run_standard_evaluation``
+and robrep's ``autoattack-standard`` (fp32 and ``--precision auto``) and ``fast`` protocols, run
+one after the other in this process, each on one batch of all images (so the reference and robrep
+draw the same random numbers). Prints the robust accuracy after every stage, the times and their
+ratios (wall and process CPU seconds; with one thread the CPU seconds are the better measure on
+a shared machine), and robrep's time over the floor of its own passes, per stage:
+
+- ``floor``: example-passes x the time of one pass per example (forward+backward and forward
+  only, each timed at the batch size most passes run at: the points left after APGD-CE; timed
+  before and after the other runs, the mean);
+- ``call floor``: the same passes at the batch sizes they ran at: model calls x the fixed cost of
+  one call + example-passes x the cost per example (both fitted to timed calls at 3 batch sizes).
 
     python benchmarks/bench_autoattack.py --n 200 --json docs/benchmarks/autoattack.json
+    python benchmarks/bench_autoattack.py --checkpoint runs/mnist/model.safetensors --dataset mnist --eps 0.3 --n 200
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import platform
 import re
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -99,78 +107,232 @@ def run_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
     return handler.stages, wall
 
 
-def run_robrep(protocol: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
-               eps: float) -> tuple[dict[str, float], float, PassCounter]:
+class CallLog(nn.Module):
+    """The model, counting its calls per stage: (stage, "grad" | "forward") -> [calls, examples]."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.stage = "checks"
+        self.calls: dict[tuple[str, str], list[int]] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kind = "grad" if torch.is_grad_enabled() and x.requires_grad else "forward"
+        c = self.calls.setdefault((self.stage, kind), [0, 0])
+        c[0] += 1
+        c[1] += x.shape[0]
+        return self.model(x)
+
+
+@contextmanager
+def stage_timers(log: CallLog | None, counter: PassCounter):  # type: ignore[no-untyped-def]
+    """Wrap every stage attack of the protocols: per stage wall and CPU seconds and passes."""
+    from robrep.attacks import protocols
+
+    out: dict[str, dict[str, float]] = {}
+    saved = dict(protocols.STAGE_ATTACKS)
+
+    def timed(name: str, fn):  # type: ignore[no-untyped-def]
+        def run(*a, **kw):  # type: ignore[no-untyped-def]
+            if log is not None:
+                log.stage = name
+            g0, f0 = counter.grad, counter.forward
+            w, c = time.perf_counter(), time.process_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                d = out.setdefault(name, {"wall_s": 0.0, "cpu_s": 0.0, "grad": 0, "forward": 0})
+                d["wall_s"] += time.perf_counter() - w
+                d["cpu_s"] += time.process_time() - c
+                d["grad"] += counter.grad - g0
+                d["forward"] += counter.forward - f0
+                if log is not None:
+                    log.stage = "checks"
+
+        return run
+
+    for name, fn in saved.items():
+        protocols.STAGE_ATTACKS[name] = timed(name, fn)
+    try:
+        yield out
+    finally:
+        protocols.STAGE_ATTACKS.clear()
+        protocols.STAGE_ATTACKS.update(saved)
+
+
+def run_robrep(protocol: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float,
+               precision: str = "fp32") -> dict:
+    """One protocol on the correctly classified points: stages, times, passes (fp32: per stage)."""
     counter = PassCounter()
-    t = time.perf_counter()
-    with torch.no_grad():
-        ok = model(x).argmax(1) == y
-    idx = torch.nonzero(ok).flatten()
-    r = run_protocol(protocol, model, x[idx], y[idx], robrep.threat(norm, eps), seed=0, counter=counter)
-    wall = time.perf_counter() - t
+    log = CallLog(model) if precision == "fp32" else None
+    net = log if log is not None else model
+    w, c = time.perf_counter(), time.process_time()
+    with stage_timers(log, counter) as per_stage:
+        with torch.no_grad():
+            ok = model(x).argmax(1) == y
+        idx = torch.nonzero(ok).flatten()
+        if precision == "fp32":
+            r = run_protocol(protocol, net, x[idx], y[idx], robrep.threat(norm, eps), seed=0, counter=counter)
+        else:
+            r = robrep.create_attack(protocol, precision=precision)(net, x[idx], y[idx], robrep.threat(norm, eps), seed=0,
+                                                                     counter=counter)
+    wall, cpu = time.perf_counter() - w, time.process_time() - c
     counter.forward += len(x)
     n = len(x)
     stages = {"clean": float(ok.float().mean())}
-    for name, broke in r.stages:
+    for name, broke in getattr(r, "stages", ()):
         stages[name] = float(ok.sum() - broke.sum()) / n
-    return stages, wall, counter
+    stages["final"] = float(ok.sum() - r.success.sum()) / n
+    return {"stages": stages, "wall_s": wall, "cpu_s": cpu, "passes": vars(counter), "per_stage": per_stage,
+            "calls": {f"{s}/{k}": v for (s, k), v in (log.calls.items() if log else [])}}
 
 
-def pass_times(model: nn.Module, x: torch.Tensor, reps: int = 100) -> tuple[float, float]:
-    """Seconds per example of one forward+backward (input gradient) and of one forward pass at
-    batch size len(x): the mean over ``reps`` back-to-back calls (a sustained rate; a few calls
-    time bursts of a shared CPU, not the rate an attack sees)."""
-    xr = x.clone().requires_grad_(True)
-    t = time.perf_counter()
-    for _ in range(reps):
-        torch.autograd.grad(model(xr).sum(), xr)
-    g = (time.perf_counter() - t) / reps
-    t = time.perf_counter()
-    with torch.no_grad():
-        for _ in range(reps):
-            model(x)
-    f = (time.perf_counter() - t) / reps
-    return g / len(x), f / len(x)
+def _timed(fn, budget: float = 0.4) -> float:  # type: ignore[no-untyped-def]
+    """CPU seconds of one call of ``fn``: the mean over back-to-back calls filling ``budget`` s
+    (a sustained rate; a few calls time bursts of a shared CPU, not the rate an attack sees)."""
+    fn()
+    reps, t = 0, time.process_time()
+    while True:
+        fn()
+        reps += 1
+        el = time.process_time() - t
+        if el >= budget and reps >= 5:
+            return el / reps
+
+
+def pass_costs(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[float, float, float]]:
+    """Per kind (``grad``: forward+backward of the input gradient; ``forward``): ``(seconds per call,
+    seconds per example, seconds per example at the full batch)`` fitted by least squares to timed calls at 3 batch sizes
+    up to len(x)."""
+    sizes = sorted({max(1, len(x) // 16), max(1, len(x) // 4), len(x)})
+    out = {}
+    for kind in ("grad", "forward"):
+        ts = []
+        for b in sizes:
+            xb = x[:b].clone()
+            if kind == "grad":
+                xr = xb.requires_grad_(True)
+                ts.append(_timed(lambda xr=xr: torch.autograd.grad(model(xr).sum(), xr)))
+            else:
+                with torch.no_grad():
+                    ts.append(_timed(lambda xb=xb: model(xb)))
+        bs = torch.tensor(sizes, dtype=torch.float64)
+        tt = torch.tensor(ts, dtype=torch.float64)
+        a = torch.stack([torch.ones_like(bs), bs], 1)
+        per_call, per_ex = torch.linalg.lstsq(a, tt[:, None]).solution.flatten().tolist()
+        if per_call < 0 or per_ex <= 0:  # noise: fall back to the largest batch's rate
+            per_call, per_ex = 0.0, ts[-1] / sizes[-1]
+        out[kind] = (per_call, per_ex, ts[-1] / sizes[-1])
+    return out
+
+
+def floors(res: dict, costs: dict[str, tuple[float, float, float]]) -> dict[str, dict[str, float]]:
+    """Per stage (and in total): CPU seconds over the floor and over the call floor."""
+    rows: dict[str, dict[str, float]] = {}
+    tot = {"cpu_s": 0.0, "floor": 0.0, "call_floor": 0.0}
+    for name, d in res["per_stage"].items():
+        calls = {k: res["calls"].get(f"{name}/{k}", [0, 0])[0] for k in ("grad", "forward")}
+        fl = sum(d[k] * costs[k][2] for k in ("grad", "forward"))
+        cf = sum(calls[k] * costs[k][0] + d[k] * costs[k][1] for k in ("grad", "forward"))
+        rows[name] = {"cpu_s": d["cpu_s"], "floor_s": fl, "call_floor_s": cf, "over_floor": d["cpu_s"] / max(fl, 1e-12),
+                      "over_call_floor": d["cpu_s"] / max(cf, 1e-12), "grad": d["grad"], "forward": d["forward"],
+                      "grad_calls": calls["grad"], "forward_calls": calls["forward"]}
+        tot["floor"] += fl
+        tot["call_floor"] += cf
+    staged = sum(d["grad"] for d in res["per_stage"].values()), sum(d["forward"] for d in res["per_stage"].values())
+    rest = {"grad": res["passes"]["grad"] - staged[0], "forward": res["passes"]["forward"] - staged[1]}
+    calls = {k: res["calls"].get(f"checks/{k}", [0, 0])[0] for k in ("grad", "forward")}
+    tot["floor"] += sum(rest[k] * costs[k][2] for k in rest)
+    tot["call_floor"] += sum(calls[k] * costs[k][0] + rest[k] * costs[k][1] for k in rest)
+    rows["total"] = {"cpu_s": res["cpu_s"], "floor_s": tot["floor"], "call_floor_s": tot["call_floor"],
+                     "over_floor": res["cpu_s"] / max(tot["floor"], 1e-12), "over_call_floor": res["cpu_s"] / max(tot["call_floor"], 1e-12)}
+    return rows
+
+
+def load_case(a: argparse.Namespace, key: str) -> tuple[nn.Module, str, str, float, str]:
+    if a.checkpoint:
+        from robrep.models import load_with_meta
+
+        model, _ = load_with_meta(a.checkpoint, device="cpu")
+        return model.eval(), a.dataset, a.norm, a.eps, a.checkpoint
+    dataset, norm, eps = CASES[key]
+    return train(dataset, eps, a.train_steps, Path(a.cache)), dataset, norm, eps, f"{dataset} tiny CNN, PGD-2 trained {a.train_steps} steps"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200, help="test images per model (default: %(default)s)")
     ap.add_argument("--models", default="mnist,fashion-mnist", help="(default: %(default)s)")
+    ap.add_argument("--checkpoint", default=None, help="measure this model instead of --models (default: %(default)s)")
+    ap.add_argument("--dataset", default="mnist", help="--checkpoint's test set (default: %(default)s)")
+    ap.add_argument("--norm", default="linf", choices=("linf", "l2"), help="--checkpoint's norm (default: %(default)s)")
+    ap.add_argument("--eps", type=float, default=0.3, help="--checkpoint's eps (default: %(default)s)")
     ap.add_argument("--train-steps", type=int, default=300, help="(default: %(default)s)")
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/robrep/bench-autoattack"), help="(default: %(default)s)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    ap.add_argument("--skip-reference", action="store_true", help="robrep only (pass floors) (default: %(default)s)")
+    ap.add_argument("--skip-auto", action="store_true", help="no --precision auto row (default: %(default)s)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    for key in args.models.split(","):
-        dataset, norm, eps = CASES[key]
-        model = train(dataset, eps, args.train_steps, Path(args.cache))
+    for key in ([args.checkpoint] if args.checkpoint else args.models.split(",")):
+        model, dataset, norm, eps, desc = load_case(args, key)
         for p in model.parameters():
             p.requires_grad_(False)
         x, y = next(iter(robrep.load_dataset(dataset, "test").head(args.n).batches(args.n)))
-        ref_stages, ref_wall = run_reference(model, x, y, norm, eps)
-        std_stages, std_wall, std_cnt = run_robrep("autoattack-standard", model, x, y, norm, eps)
-        fast_stages, fast_wall, fast_cnt = run_robrep("fast", model, x, y, norm, eps)
-        # one pass at the batch size most passes run at: the points left after APGD-CE
-        t_grad, t_fwd = pass_times(model, x[: max(1, round(std_stages["apgd-ce"] * len(x)))])
-        floor_std = std_cnt.grad * t_grad + std_cnt.forward * t_fwd
-        floor_fast = fast_cnt.grad * t_grad + fast_cnt.forward * t_fwd
-        row = {"model": f"{dataset} tiny CNN, PGD-2 trained {args.train_steps} steps", "norm": norm, "eps": eps, "n": args.n,
-               "reference_stages": ref_stages, "robrep_standard_stages": std_stages, "robrep_fast_stages": fast_stages,
-               "reference_s": ref_wall, "robrep_standard_s": std_wall, "robrep_fast_s": fast_wall,
-               "speedup_standard": ref_wall / std_wall, "speedup_fast": ref_wall / fast_wall,
-               "passes_standard": vars(std_cnt), "passes_fast": vars(fast_cnt),
-               "s_per_example_grad_pass": t_grad, "s_per_example_forward": t_fwd,
-               "standard_wall_over_floor": std_wall / floor_std, "fast_wall_over_floor": fast_wall / floor_fast}
+        ref = None
+        if not args.skip_reference:
+            w, c = time.perf_counter(), time.process_time()
+            ref_stages, _ = run_reference(model, x, y, norm, eps)
+            ref = {"stages": ref_stages, "wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c}
+        std = run_robrep("autoattack-standard", model, x, y, norm, eps)
+        # pass costs at the batch size most passes run at (the points left after APGD-CE), timed
+        # before and after the other runs: on a shared machine they drift; the floors use the mean
+        b = max(4, round(std["stages"]["apgd-ce"] * len(x)))
+        costs_before = pass_costs(model, x[:b])
+        auto = None if args.skip_auto else run_robrep("autoattack-standard", model, x, y, norm, eps, precision="auto")
+        fast = run_robrep("fast", model, x, y, norm, eps)
+        costs_after = pass_costs(model, x[:b])
+        costs = {k: tuple((u + v) / 2 for u, v in zip(costs_before[k], costs_after[k])) for k in costs_before}
+        row = {"model": desc, "norm": norm, "eps": eps, "n": args.n, "reference": ref, "robrep_standard": std,
+               "robrep_standard_auto": auto, "robrep_fast": fast, "pass_costs": costs,
+               "pass_costs_before_after": [costs_before, costs_after],
+               "standard_floors": floors(std, costs), "fast_floors": floors(fast, costs)}
         rows.append(row)
-        print(json.dumps(row, indent=1), flush=True)
+        report(row)
     meta = {"machine": f"{os.cpu_count()}-core CPU, torch {torch.__version__}, python {platform.python_version()}",
             "threads": args.threads, "date": time.strftime("%Y-%m-%d"), "rows": rows}
     if args.json:
         Path(args.json).write_text(json.dumps(meta, indent=1))
     return 0
+
+
+def report(row: dict) -> None:
+    """Print one model's results as plain lines."""
+    print(f"\n== {row['model']}, {row['norm']} {row['eps']:g}, {row['n']} images")
+    runs = [("reference standard", row["reference"]), ("robrep standard fp32", row["robrep_standard"]),
+            ("robrep standard --precision auto", row["robrep_standard_auto"]), ("robrep fast", row["robrep_fast"])]
+    ref = row["reference"]
+    for name, r in runs:
+        if r is None:
+            continue
+        st = " / ".join(f"{k} {100 * v:.1f}" for k, v in r["stages"].items())
+        line = f"{name:34s} {st}  | wall {r['wall_s']:.1f} s, cpu {r['cpu_s']:.1f} s"
+        if ref is not None and r is not ref:
+            gap = 100 * (r["stages"].get("final", r["stages"].get("square", 0)) - ref["stages"].get("square", 0))
+            line += f"  | vs reference: {ref['wall_s'] / r['wall_s']:.2f}x wall, {ref['cpu_s'] / r['cpu_s']:.2f}x cpu, " \
+                    f"robust accuracy {gap:+.1f} points"
+        print(line)
+    for proto in ("standard", "fast"):
+        for stage, f in row[f"{proto}_floors"].items():
+            print(f"  {proto:8s} {stage:8s} cpu {f['cpu_s']:7.2f} s  floor {f['floor_s']:7.2f} s ({f['over_floor']:.2f}x)"
+                  f"  call floor {f['call_floor_s']:7.2f} s ({f['over_call_floor']:.2f}x)")
+    for kind in ("grad", "forward"):
+        before, after = (c[kind][2] * 1e6 for c in row["pass_costs_before_after"])
+        print(f"  one {kind} pass per example at the measured batch: {before:.1f} us before, {after:.1f} us after the runs"
+              f" (call floor fit: {row['pass_costs'][kind][0] * 1e6:.0f} us per call + {row['pass_costs'][kind][1] * 1e6:.1f} us"
+              " per example)", flush=True)
 
 
 if __name__ == "__main__":

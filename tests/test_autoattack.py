@@ -3,6 +3,8 @@ closed forms on linear classifiers, the flags, properties and bad input."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -233,6 +235,21 @@ def test_square_never_breaks_a_point_beyond_its_minimal_distance(norm: str) -> N
     assert not r.success[dist > eps].any()
     assert r.success[dist < 0.5 * eps].float().mean() > 0.5  # and it does find the easy ones
     assert thr.contains(r.x_adv, x, tol=1e-5).all()
+
+
+def test_square_query_plan_is_the_sequential_draws() -> None:
+    """Square (linf) draws all its queries at once; the reference draws per query the row, the
+    column and one sign per channel: the same generator must give the same windows and signs."""
+    from robrep.attacks.square import _linf_queries, _Rng, p_selection
+
+    c, h, w, n = 3, 28, 28, 600
+    plan = _linf_queries(n, 0.8, c, h, w, _Rng(torch.Generator().manual_seed(5), torch.device("cpu")))
+    rng = _Rng(torch.Generator().manual_seed(5), torch.device("cpu"))
+    for i, (s, vh, vw, sg) in enumerate(plan):
+        side = min(max(int(round(math.sqrt(p_selection(0.8, i) * c * h * w / c))), 1), min(h, w))
+        assert (s, vh, vw) == (side, rng.randint(0, h - side), rng.randint(0, w - side)), i
+        assert sg == rng.sign([c, 1, 1]).flatten().tolist(), i
+    assert len({s for s, *_ in plan}) > 3  # the window schedule shrinks along the way
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])

@@ -97,17 +97,18 @@ def eot_grad(net: nn.Module, xa: torch.Tensor, y: torch.Tensor, t: torch.Tensor 
              counter: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The input gradient of ``loss_fn`` at ``xa`` averaged over ``eot_iter`` calls (expectation over
     transformation), the loss and the misclassified points of the last call; counts the passes."""
-    g = torch.zeros_like(xa)
+    g: torch.Tensor | None = None
     for _ in range(eot_iter):
-        xr = xa.clone().requires_grad_(True)
+        xr = xa.detach().requires_grad_(True)  # a leaf sharing xa's storage: no copy
         with torch.enable_grad():
             z = net(xr)
             lv = loss_fn(z, y, t)
             (gi,) = torch.autograd.grad(lv.sum(), xr)
-        g += gi.detach()
+        g = gi if g is None else g + gi
     if counter is not None:
         counter.grad += eot_iter * xa.shape[0]
-    return g / eot_iter, lv.detach().float(), z.detach().argmax(1) != y
+    assert g is not None
+    return (g / eot_iter if eot_iter > 1 else g), lv.detach().float(), z.detach().argmax(1) != y
 
 
 def _single_run(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, loss_fn: LossFn, steps: int,

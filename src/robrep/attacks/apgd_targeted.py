@@ -136,6 +136,9 @@ def apgd_run(
     x_adv = apgd_start(x, eps, linf, generator)
     act = torch.arange(b0, device=x.device)  # positions of the running points in the batch
     x0, y0, t0 = x, y, y_target
+    # the linf ball intersected with [0,1] as one clamp: clamp(v, max(x0 - eps, 0), min(x0 + eps, 1)) selects the
+    # same value as the reference's clamp(min(max(v, x0 - eps), x0 + eps), 0, 1) since x0 is in [0,1]
+    lo, hi = ((x - eps).clamp_min(0.0), (x + eps).clamp_max(1.0)) if linf else (x, x)
 
     def grad_at(xa: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return eot_grad(net, xa, yy, tt, loss_fn, eot_iter, counter)
@@ -162,7 +165,7 @@ def apgd_run(
             if not bool(keep.any()):
                 break
             act = act[keep]
-            x0, y0 = x0[keep], y0[keep]
+            x0, y0, lo, hi = x0[keep], y0[keep], lo[keep], hi[keep]
             t0 = t0[keep] if t0 is not None else None
             x_adv, x_old, grad = x_adv[keep], x_old[keep], grad[keep]
             x_best, grad_best, loss_best = x_best[keep], grad_best[keep], loss_best[keep]
@@ -173,8 +176,8 @@ def apgd_run(
             x_old = x_adv
             a = 0.75 if i > 0 else 1.0
             if linf:
-                z1 = torch.min(torch.max(x_adv + step * grad.sign(), x0 - eps), x0 + eps).clamp(0.0, 1.0)
-                x_adv = torch.min(torch.max(x_adv + (z1 - x_adv) * a + grad2 * (1 - a), x0 - eps), x0 + eps).clamp(0.0, 1.0)
+                z1 = torch.clamp(x_adv + step * grad.sign(), lo, hi)
+                x_adv = torch.clamp(x_adv + (z1 - x_adv) * a + grad2 * (1 - a), lo, hi)
             else:
                 z1 = _l2_proj(x_adv + step * _normalize(grad, False), x0, eps)
                 x_adv = _l2_proj(x_adv + (z1 - x_adv) * a + grad2 * (1 - a), x0, eps)
@@ -220,9 +223,12 @@ def _runner(threat: ThreatModel, what: str, largereps: bool) -> Callable[..., tu
     return functools.partial(apgd_run, eps=float(threat.eps), linf=_check_threat(threat, what))
 
 
-def _final_loss(net: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _final_loss(net: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, counter: PassCounter | None = None) -> torch.Tensor:
     with torch.no_grad():
-        return dlr_loss(net(x_adv), y)
+        out = dlr_loss(net(x_adv), y)
+    if counter is not None:
+        counter.forward += x_adv.shape[0]
+    return out
 
 
 def apgd_cascade(
@@ -268,7 +274,7 @@ def apgd_cascade(
                     generator=generator, eot_iter=eot_iter, early_exit=early_exit, counter=counter)
         success[idx[s]] = True
         x_adv[idx[s]] = xa[s]
-    return AttackResult(x_adv, _final_loss(model, x_adv, target), success, restarts * (steps + 1) * eot_iter)
+    return AttackResult(x_adv, _final_loss(model, x_adv, target, counter), success, restarts * (steps + 1) * eot_iter)
 
 
 def malt_targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
@@ -343,22 +349,21 @@ def apgd_t(
     if c < 4:
         raise InputError(f"apgd-t needs at least 4 classes for the targeted DLR loss, the model has {c}; use apgd-ce")
     n_t = max(1, min(int(targets), c - 1))
-    order = malt_targets(model, x, target, threat, counter) if target_order == "malt" else None
+    if target_order == "malt":
+        order = malt_targets(model, x, target, threat, counter)
+    else:  # the classes ranked 2nd, 3rd, ... by the clean logits: one forward pass for every target
+        with torch.no_grad():
+            order = model(x).sort(1)[1].flip(1)[:, 1:]
+        if counter is not None:
+            counter.forward += x.shape[0]
     for k in range(n_t):
         for _r in range(restarts):
             idx = torch.nonzero(~success).flatten()
             if len(idx) == 0:
                 break
-            if order is None:
-                with torch.no_grad():
-                    z = model(x[idx])
-                if counter is not None:
-                    counter.forward += len(idx)
-                yt = z.sort(1)[1][:, -(k + 2)]
-            else:
-                yt = order[idx, k]
+            yt = order[idx, k]
             s, xa = run(model, x[idx], target[idx], loss_fn=dlr_targeted_loss, steps=steps, rho=rho,
                         y_target=yt, generator=generator, early_exit=early_exit, counter=counter)
             success[idx[s]] = True
             x_adv[idx[s]] = xa[s]
-    return AttackResult(x_adv, _final_loss(model, x_adv, target), success, n_t * restarts * (steps + 1))
+    return AttackResult(x_adv, _final_loss(model, x_adv, target, counter), success, n_t * restarts * (steps + 1))

@@ -57,10 +57,8 @@ class _Rng:
 
 def _margin(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     z = net(x).float()
-    u = torch.arange(x.shape[0], device=x.device)
-    zy = z[u, y].clone()
-    z[u, y] = -float("inf")
-    return zy - z.max(1)[0]
+    yc = y[:, None]
+    return z.gather(1, yc).squeeze(1) - z.scatter(1, yc, -float("inf")).max(1)[0]
 
 
 def _eta_rect(h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -138,27 +136,44 @@ def square(
     return AttackResult(x_adv, margin, success, restarts * queries)
 
 
+def _linf_queries(n_queries: int, p_init: float, c: int, h: int, w: int, rng: _Rng) -> list[tuple[int, int, int, list[float]]]:
+    """Every query's window ``(side, row, column)`` and per-channel signs, drawn at once.
+
+    Per query the reference draws the row, the column (one uniform each) and ``c`` signs, a number
+    that does not depend on the data; one ``(n_queries, 2 + c)`` draw of the same generator gives
+    the same numbers in the same order, and the same arithmetic (float32) gives the same windows."""
+    n_feat = c * h * w
+    sides = [min(max(int(round(math.sqrt(p_selection(p_init, i) * n_feat / c))), 1), min(h, w)) for i in range(n_queries)]
+    u = rng.rand([n_queries, 2 + c]).cpu()
+    room = torch.tensor([[h - s, w - s] for s in sides], dtype=u.dtype)
+    pos = (0 + room * u[:, :2]).long().tolist()
+    sgn = torch.sign(2 * u[:, 2:] - 1).tolist()
+    return [(s, r, q, g) for s, (r, q), g in zip(sides, pos, sgn)]
+
+
 @torch.no_grad()
 def _square_linf(net, x, y, eps, n_queries, p_init, rng, counter):  # type: ignore[no-untyped-def]
     b, c, h, w = x.shape
-    n_feat = c * h * w
     x_best = (x + eps * rng.sign([b, c, 1, w])).clamp(0.0, 1.0)
     margin = _margin(net, x_best, y)
     if counter is not None:
         counter.forward += b
     best = x_best.clone()
     act = torch.nonzero(margin > 0).flatten()
-    xa, ya, xb, mb = x[act], y[act], x_best[act], margin[act]
-    for i in range(n_queries):
-        if len(act) == 0:
-            break
-        p = p_selection(p_init, i)
-        s = min(max(int(round(math.sqrt(p * n_feat / c))), 1), min(h, w))
-        vh, vw = rng.randint(0, h - s), rng.randint(0, w - s)
-        sgn = rng.sign([c, 1, 1])
+    # the ball and the box as one clamp (x in [0,1]: the same values as the reference's max/min/clamp);
+    # a query changes only its window, the rest of the current point is in both already
+    lo, hi = (x - eps).clamp_min(0.0)[act], (x + eps).clamp_max(1.0)[act]
+    ya, xb, mb = y[act], x_best[act], margin[act]
+    plan = _linf_queries(n_queries, p_init, c, h, w, rng) if len(act) else []
+    signs: dict[tuple[float, ...], torch.Tensor] = {}
+    for s, vh, vw, sg in plan:
+        key = tuple(sg)
+        step = signs.get(key)
+        if step is None:
+            step = signs[key] = 2.0 * eps * torch.tensor(sg, dtype=x.dtype, device=x.device).view(c, 1, 1)
+        win = (slice(None), slice(None), slice(vh, vh + s), slice(vw, vw + s))
         x_new = xb.clone()
-        x_new[:, :, vh : vh + s, vw : vw + s] += 2.0 * eps * sgn
-        x_new = torch.min(torch.max(x_new, xa - eps), xa + eps).clamp(0.0, 1.0)
+        x_new[win] = torch.clamp(xb[win] + step, lo[win], hi[win])
         m = _margin(net, x_new, ya)
         if counter is not None:
             counter.forward += len(act)
@@ -169,7 +184,9 @@ def _square_linf(net, x, y, eps, n_queries, p_init, rng, counter):  # type: igno
         if bool(done.any()):
             best[act[done]] = xb[done]
             keep = ~done
-            act, xa, ya, xb, mb = act[keep], xa[keep], ya[keep], xb[keep], mb[keep]
+            act, lo, hi, ya, xb, mb = act[keep], lo[keep], hi[keep], ya[keep], xb[keep], mb[keep]
+            if len(act) == 0:
+                break
     ok = torch.ones(b, dtype=torch.bool, device=x.device)
     ok[act] = False
     best[act] = xb  # unbroken points: their best point (not adversarial)
