@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     model, meta = load_checkpoint_arg(args)
     res = synbench(model, input_shape=args.input_shape, layer=args.layer, eps=args.eps or DEFAULT_EPS,
                    thresholds=args.thresholds or DEFAULT_THRESHOLDS, scales=args.scales or SCALES, n_train=args.n_train, n_test=args.n_test,
-                   seed=args.synbench_seed, batch_size=args.batch_size, clip=args.clip, device=device_of(args.device))
+                   seed=args.synbench_seed, batch_size=args.batch_size, clip=args.clip, device=device_of(args.device),
+                   precision=args.precision)
     out = res.to_dict() | {"checkpoint": str(args.checkpoint)}
     j7 = 0.7 if 0.7 in res.thresholds else res.thresholds[0]
     for t in res.thresholds:  # flat scalars for the HTML report table

@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..attacks.precision import Bf16Forward
 from ..data.synthetic import gaussian_mixture
 from ..errors import InputError
 from ..models.base import RobrepModel, representation
@@ -293,6 +294,7 @@ def synbench(
     clip: bool = False,
     eig_tol: float = 1e-6,
     device: torch.device | str | None = None,
+    precision: str = "fp32",
 ) -> SynBenchResult:
     """SynBench score of an encoder (Ko et al., arXiv 2210.02989; official-code protocol).
 
@@ -314,6 +316,11 @@ def synbench(
         clip: clip the synthetic images to [0, 1] (not the paper's protocol; see module doc).
         eig_tol: covariance eigenvalues at or below it are dropped (official code: 1e-6).
         device: where to run the encoder (default: the encoder's parameters' device, else CPU).
+        precision: the encoder's forward passes: ``fp32``, ``bf16`` (a bf16 copy of the encoder,
+            float32 features; needs native bf16) or ``auto`` (bf16 where native, else fp32);
+            the robust Bayes classifier and the score are always computed in float64 from the
+            features. ``config`` records the setting and what ran (``precision``,
+            ``precision_ran``).
 
     Returns:
         :class:`SynBenchResult` (scores ``(E, T)``, per-scale accuracy/bound, curves).
@@ -321,6 +328,7 @@ def synbench(
     t0 = time.perf_counter()
     eps_t = _check_synbench_args(eps, thresholds, scales, n_train, n_test, prior, batch_size)
     fn, shape, dev = _feature_map(encoder, input_shape, layer, device)
+    fwd = Bf16Forward(fn, precision, dev)
     u = torch.full(shape, 1.0 / math.sqrt(math.prod(shape)))
     acc = torch.zeros(len(eps_t), len(scales), dtype=_DT)
     bnd = torch.zeros_like(acc)
@@ -328,7 +336,7 @@ def synbench(
     for i, s in enumerate(scales):
         def draw(split: str, n: int, i: int = i, s: float = float(s)) -> tuple[torch.Tensor, torch.Tensor]:
             g = torch.Generator().manual_seed(int(seed) * 1_000_003 + i * 2 + (split == "test"))
-            return _mixture_features(fn, s * u, n, g, prior=prior, clip=clip, batch_size=batch_size, dev=dev)
+            return _mixture_features(fwd, s * u, n, g, prior=prior, clip=clip, batch_size=batch_size, dev=dev)
 
         htr, ytr = draw("train", n_train)
         hte, yte = draw("test", n_test)
@@ -341,7 +349,8 @@ def synbench(
     xg = synbench_xgrid()
     cfg = {"input_shape": list(shape), "layer": layer if isinstance(encoder, RobrepModel) else None,
            "n_train": n_train, "n_test": n_test, "prior": prior, "seed": seed, "clip": clip,
-           "eig_tol": eig_tol, "num_scales": len(scales), "scale_min": float(min(scales)), "scale_max": float(max(scales))}
+           "eig_tol": eig_tol, "num_scales": len(scales), "scale_min": float(min(scales)), "scale_max": float(max(scales)),
+           "precision": precision, "precision_ran": fwd.ran}
     return SynBenchResult(
         scales=tuple(float(s) for s in scales), eps=eps_t, thresholds=tuple(float(t) for t in thresholds),
         accuracy=acc, bound=bnd, raw_accuracy=raw_acc, raw_bound=raw_bnd, xgrid=xg,
