@@ -6,9 +6,10 @@ hardware with native bf16) the attack's forward and backward passes run in bfloa
 bf16 copy of the model's weights in channels-last layout (falling back to bfloat16 autocast,
 which keeps float32 where an op needs it, when a layer rejects bf16 inputs). 2-3x faster on
 CPUs with AMX. The iterates, the projections and the step bookkeeping stay float32 (the input
-gradient arrives in float32). Attacks with an ``early_exit`` keyword (``pgd``, AutoAttack's APGD)
-drop an example from the bf16 batch at its first bf16 success (unless the caller set
-``early_exit``): its point is judged in float32 below either way.
+gradient arrives in float32). Attacks with an ``early_exit`` keyword (``pgd``) drop an example
+from the bf16 batch at its first bf16 success (unless the caller set ``early_exit``): that point
+is judged in float32 below either way, and ``x_adv`` of a success is a first-found adversarial
+example rather than the one of largest loss.
 Then, in float32:
 
 1. **Verdicts**: every example is re-judged from float32 logits of the attack's best point;
