@@ -273,3 +273,118 @@ def test_cascade_and_bad_images_through_the_wrapper() -> None:
     assert bool(thr.contains(res.x_adv, x).all())
     with pytest.raises(InputError, match=r"\[0,1\]"):
         create_attack("pgd", steps=1, precision="auto")(m, x * 2, y, thr)
+
+
+# --- early exit (dropping broken examples from the batch), used by the bf16 attack
+
+
+class _RowCounter(nn.Module):
+    """The model, counting the rows of every forward pass."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m, self.rows = m, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += x.shape[0]
+        return self.m(x)
+
+
+@pytest.mark.parametrize("kw", [{}, {"targeted": True}, {"loss": "cw", "restarts": 2}, {"norm": "l2"}])
+def test_pgd_early_exit_same_verdicts_fewer_passes(kw) -> None:
+    kw = dict(kw)
+    norm = kw.pop("norm", "linf")
+    m = _model(scale=1.0)
+    x, y = _own_labels(m, 64)
+    thr = robrep.threat(norm, 0.6 if norm == "l2" else 0.05 if kw.get("targeted") else 0.02)
+    t = (y + 1) % 10 if kw.get("targeted") else y
+    full_m, fast_m = _RowCounter(m), _RowCounter(m)
+    full = pgd(full_m, x, t, thr, steps=6, generator=torch.Generator().manual_seed(3), **kw)
+    fast = pgd(fast_m, x, t, thr, steps=6, generator=torch.Generator().manual_seed(3), early_exit=True, **kw)
+    s = fast.success
+    assert torch.equal(full.success, s) and 0 < s.float().mean() < 1 and fast.queries == full.queries
+    with torch.no_grad():
+        pred = m(fast.x_adv).argmax(1)  # every success is the model's own verdict at x_adv
+    assert torch.equal(pred == t if kw.get("targeted") else pred != t, s)
+    assert bool(thr.contains(fast.x_adv, x).all()) and fast.x_adv.min() >= 0 and fast.x_adv.max() <= 1
+    # the examples never broken ran the same iterations: same best point and loss
+    assert torch.allclose(fast.x_adv[~s], full.x_adv[~s], atol=1e-6) and torch.allclose(fast.loss[~s], full.loss[~s], atol=1e-5)
+    assert fast_m.rows < full_m.rows
+
+
+@pytest.mark.parametrize("kw", [{"keep_best": False}, {"loss": "repr"}])
+def test_pgd_early_exit_ignored_without_verdicts(kw) -> None:
+    m = _model(scale=1.0)
+    x, y = _own_labels(m, 16)
+    thr = robrep.threat("linf", 0.02)
+    if kw.get("loss") == "repr":
+        with torch.no_grad():
+            y = m(x)
+    a = pgd(m, x, y, thr, steps=3, generator=torch.Generator().manual_seed(1), **kw)
+    b = pgd(m, x, y, thr, steps=3, generator=torch.Generator().manual_seed(1), early_exit=True, **kw)
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.success, b.success)
+
+
+# --- the representation attack and forward-only feature extraction in bf16
+
+
+def test_representation_attack_fp32_is_plain_pgd() -> None:
+    from robrep.models import representation
+
+    m = _model(scale=1.0)
+    x, _ = _batch(8)
+    thr = robrep.threat("linf", 0.05)
+    rep = representation(m)
+    with torch.no_grad():
+        z = rep(x)
+    ref = pgd(rep, x, z, thr, steps=3, loss="repr", generator=torch.Generator().manual_seed(0), check=False)
+    got = robrep.representation_attack(m, x, thr, steps=3, generator=torch.Generator().manual_seed(0), precision="fp32")
+    assert torch.equal(ref.x_adv, got.x_adv) and torch.equal(ref.loss, got.loss)
+
+
+@needs_bf16
+def test_representation_attack_bf16_fp32_distances_and_strength() -> None:
+    from robrep.models import representation
+
+    m = _model(scale=1.0)
+    x, _ = _batch(32)
+    thr = robrep.threat("linf", 0.05)
+    rep = representation(m)
+
+    def run(precision: str, **kw):
+        return robrep.representation_attack(m, x, thr, steps=10, generator=torch.Generator().manual_seed(0),
+                                            precision=precision, **kw)
+
+    f32, auto, bare = run("fp32"), run("auto"), run("bf16", recheck_steps=0)
+    with torch.no_grad():
+        d = (rep(auto.x_adv) - rep(x)).norm(dim=1)  # independent: the float32 distance at x_adv
+    assert auto.loss.dtype == torch.float32 and torch.allclose(auto.loss, d, rtol=1e-4, atol=1e-5)
+    assert bool(thr.contains(auto.x_adv, x).all()) and auto.x_adv.min() >= 0 and auto.x_adv.max() <= 1
+    assert bool((auto.loss >= bare.loss - 1e-6).all())  # the float32 re-check only moves further
+    # bf16 PGD + 5 float32 steps is about as strong as float32 PGD-10 (mean distance within 2 %)
+    assert float(auto.loss.mean()) >= 0.98 * float(f32.loss.mean())
+
+
+def test_bf16_forward_precision_and_errors(monkeypatch) -> None:
+    from robrep.attacks.precision import Bf16Forward
+
+    m, (x, _) = _model(scale=1.0), _batch(4)
+    assert Bf16Forward(m, "fp32").ran == "fp32" and torch.equal(Bf16Forward(m, "fp32")(x), m(x))
+    if BF16:
+        f = Bf16Forward(m, "auto")
+        with torch.no_grad():
+            out = f(x)
+        assert f.ran == "bf16" and out.dtype == torch.float32 and not torch.equal(out, m(x))
+        assert torch.allclose(out, m(x), rtol=0.05, atol=0.05)
+        with pytest.raises(InputError, match=r"layer '2' \(_Fp32Only\).*--precision fp32"):
+            Bf16Forward(_fragile(), "bf16")(x)
+        runtime._reset_for_tests()
+        fragile = _fragile()
+        g = Bf16Forward(fragile, "auto")
+        with pytest.warns(RuntimeWarning, match="falls back to fp32"):
+            out = g(x)
+        assert torch.equal(out, fragile(x)) and g.ran == "fp32"
+    monkeypatch.setattr(runtime, "bf16_supported", lambda device="cpu": False)
+    assert Bf16Forward(m, "auto").ran == "fp32"
+    with pytest.raises(InputError, match="native bf16"):
+        Bf16Forward(m, "bf16")

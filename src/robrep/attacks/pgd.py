@@ -143,6 +143,56 @@ def _iterate(
     return x_adv.detach()
 
 
+def _iterate_exit(
+    net: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    x_adv: torch.Tensor,
+    threat: ThreatModel,
+    loss_fn: AttackLoss,
+    alpha: float,
+    steps: int,
+    targeted: bool,
+    tracker: Tracker,
+    idx: torch.Tensor | None,
+) -> None:
+    """``steps`` PGD steps from ``x_adv`` (classification targets) that drop each example from
+    the batch at its first success; every iterate whose loss is computed, the last one by a
+    forward pass, is offered to ``tracker`` (rows ``idx`` of it, all when None)."""
+    rows = torch.arange(x.shape[0], device=x.device) if idx is None else idx
+    linf = isinstance(threat, LinfBall)
+    if linf and steps > 0:
+        lo = (x - threat.eps).clamp_(0.0, 1.0)
+        hi = (x + threat.eps).clamp_(0.0, 1.0)
+    for k in range(steps + 1):
+        last = k == steps
+        with torch.set_grad_enabled(not last):
+            x_adv.requires_grad_(not last)
+            out = net(x_adv)
+            lval = loss_fn(out, target)
+            if not last:
+                total = lval.sum()
+                (grad,) = torch.autograd.grad(-total if targeted else total, x_adv)
+        with torch.no_grad():
+            x_adv = x_adv.detach()
+            pred = out.argmax(1)
+            broke = pred == target if targeted else pred != target
+            tracker.update(x_adv, lval, broke, rows)
+            if last:
+                break
+            if bool(broke.any()):
+                keep = ~broke
+                if not bool(keep.any()):
+                    break
+                rows, x_adv, grad, x, target = rows[keep], x_adv[keep], grad[keep], x[keep], target[keep]
+                if linf:
+                    lo, hi = lo[keep], hi[keep]
+            if linf:
+                x_adv.add_(grad.sign(), alpha=alpha).clamp_(lo, hi)
+            else:
+                x_adv = threat.project(x_adv + threat.ascent(grad, alpha), x)
+
+
 def pgd_perturb(
     model: nn.Module,
     x: torch.Tensor,
@@ -190,6 +240,7 @@ def pgd(
     generator: torch.Generator | None = None,
     check: bool = True,
     compile: bool = False,
+    early_exit: bool = False,
 ) -> AttackResult:
     """PGD: ``x_{k+1} = Proj(x_k + step * ascent_direction(grad))`` under ``threat``.
 
@@ -213,6 +264,12 @@ def pgd(
         generator: random source for the starts (reproducibility).
         check: validate inputs (shape, finite, [0,1]).
         compile: run the model through ``torch.compile`` (opt-in; compiled once per model).
+        early_exit: drop each example from the batch at its first success (AutoAttack's early
+            exit; labels or targets of a classification loss, with ``keep_best``; ignored
+            otherwise). A success is final, so the success flags are those of the full run (up to
+            the rounding differences of smaller batches); a broken example's ``x_adv`` and
+            ``loss`` are those of its first successful iterate, and its passes stop there. For
+            robust-accuracy verdicts; off by default.
 
     Returns:
         :class:`AttackResult`; ``queries`` counts the forward passes per example of the
@@ -250,6 +307,10 @@ def pgd(
             if idx.numel() == 0:
                 continue
             xs, ts, start = x[idx], target[idx], full_start[idx]
+        if early_exit and keep_best and is_classification_loss(loss) and target.dtype == torch.long and target.ndim == 1:
+            _iterate_exit(net, xs, ts, start, threat, loss_fn, alpha, steps, targeted, tracker, idx)
+            queries += steps + 1
+            continue
         success_of = _success_fn(loss, ts, targeted)
         on_point = None
         if keep_best:

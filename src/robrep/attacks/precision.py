@@ -6,13 +6,16 @@ hardware with native bf16) the attack's forward and backward passes run in bfloa
 bf16 copy of the model's weights in channels-last layout (falling back to bfloat16 autocast,
 which keeps float32 where an op needs it, when a layer rejects bf16 inputs). 2-3x faster on
 CPUs with AMX. The iterates, the projections and the step bookkeeping stay float32 (the input
-gradient arrives in float32).
+gradient arrives in float32). Attacks with an ``early_exit`` keyword (``pgd``) drop an example
+from the bf16 batch at its first bf16 success (unless the caller set ``early_exit``): that point
+is judged in float32 below either way, and ``x_adv`` of a success is a first-found adversarial
+example rather than the one of largest loss.
 Then, in float32:
 
 1. **Verdicts**: every example is re-judged from float32 logits of the attack's best point;
    a bf16 "success" that float32 does not confirm is not counted.
 2. **Re-check**: every example not broken in float32 gets a short float32 PGD
-   (``recheck_steps`` steps, default 5, with the attack's loss) started from that best point;
+   (``recheck_steps`` steps, default 3, with the attack's loss) started from that best point;
    any float32-confirmed success along the way is kept.
 
 So every reported success is a float32 misclassification (never an artefact of bf16 rounding),
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +44,7 @@ from ..threats import ThreatModel
 from .losses import AttackLoss, get_loss, is_classification_loss
 from .pgd import AttackResult, Tracker, default_step_size
 
-__all__ = ["Bf16Model", "with_precision", "failing_layer", "recheck_fp32"]
+__all__ = ["Bf16Model", "Bf16Forward", "with_precision", "failing_layer", "recheck_fp32"]
 
 
 def _pop(stack: list[str]) -> None:  # a forward hook must return None (else it replaces the output)
@@ -65,6 +69,14 @@ def failing_layer(model: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.
         for h in handles:
             h.remove()
     return None
+
+
+def _autocast_failure(model: Any, x: torch.Tensor, e: Exception) -> str:
+    """What failed under bf16 autocast, naming the layer where ``model`` is a module."""
+    layer = failing_layer(model, x[:1]) if isinstance(model, nn.Module) else None
+    where = (f"layer {layer!r} ({type(model.get_submodule(layer)).__name__})" if layer else
+             "the model's forward pass" if layer == "" or not isinstance(model, nn.Module) else "the backward pass")
+    return f"the model fails under bf16 autocast in {where}: {str(e).splitlines()[0][:200]}"
 
 
 class _ChannelsLastView(nn.Module):
@@ -146,6 +158,39 @@ class Bf16Model(nn.Module):
         return out.float()
 
 
+class Bf16Forward:
+    """A forward-only map (feature extraction) in ``precision`` with float32 outputs.
+
+    ``fn`` is a module (run as :class:`Bf16Model`: a bf16 copy, else bf16 autocast) or any
+    callable (run under bf16 autocast); with ``fp32``, or ``auto`` where ``device`` lacks native
+    bf16, it is ``fn`` itself. Where the bf16 forward fails, ``bf16`` raises an
+    :class:`~robrep.errors.InputError` naming the layer, and ``auto`` warns once and continues
+    in float32. ``ran`` says what computed the outputs (``"bf16"`` or ``"fp32"``).
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], precision: str = "auto",
+                 device: str | torch.device = "cpu") -> None:
+        self.fn, self.precision = fn, precision
+        self.ran = resolve_precision(precision, device)
+        self._fast = Bf16Model(fn) if self.ran == "bf16" and isinstance(fn, nn.Module) else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ran == "fp32":
+            return self.fn(x)
+        try:
+            if self._fast is not None:
+                return self._fast(x)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                return self.fn(x).float()
+        except RuntimeError as e:
+            msg = _autocast_failure(self.fn, x, e)
+            if self.precision == "bf16":
+                raise InputError(f"{msg}; run with --precision fp32") from e
+            _warn_once("autocast-fallback", f"{msg}; precision auto falls back to fp32 for this model")
+            self.ran = "fp32"
+            return self.fn(x)
+
+
 def _verdict(out: torch.Tensor, t: torch.Tensor, targeted: bool) -> torch.Tensor:
     """Success from float32 logits: classified as the target (targeted) or not as the label."""
     pred = out.float().argmax(1)
@@ -160,6 +205,16 @@ def _attack_loss(attack: Callable[..., Any], kw: dict[str, Any]) -> str | Attack
 
 def _attack_kw(attack: Callable[..., Any], kw: dict[str, Any], key: str, default: Any) -> Any:
     return kw[key] if key in kw else getattr(attack, "keywords", {}).get(key, default)
+
+
+def _takes_early_exit(attack: Callable[..., Any]) -> bool:
+    """Whether ``attack`` has an ``early_exit`` keyword that was not bound already."""
+    if "early_exit" in getattr(attack, "keywords", {}):
+        return False
+    try:
+        return "early_exit" in inspect.signature(attack).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def recheck_fp32(
@@ -238,7 +293,7 @@ def with_precision(
     attack: Callable[..., AttackResult],
     precision: str = "auto",
     *,
-    recheck_steps: int = 5,
+    recheck_steps: int = 3,
     recheck_step_size: float | None = None,
     channels_last: bool = True,
 ) -> Callable[..., AttackResult]:
@@ -270,6 +325,7 @@ def with_precision(
         raise InputError(f"recheck_steps must be >= 0, got {recheck_steps}")
     if precision == "fp32":
         return attack
+    exits = _takes_early_exit(attack)
 
     def run(model: nn.Module, x: torch.Tensor, target: torch.Tensor, threat: ThreatModel, **kw: Any) -> AttackResult:
         mode = resolve_precision(precision, x.device)
@@ -279,8 +335,9 @@ def with_precision(
         x_in = x.contiguous(memory_format=torch.channels_last) if cl else x
         gen = kw.get("generator")
         gen_state = gen.get_state() if gen is not None else None
+        fast_kw = {"early_exit": True, **kw} if exits else kw  # broken examples leave the bf16 batch (judged below)
         try:  # 1. the whole model in bf16 (fastest); 2. bf16 autocast (layers that insist on float32 inputs stay float32)
-            res = attack(_Bf16Copy(model, channels_last), x_in, target, threat, **kw)
+            res = attack(_Bf16Copy(model, channels_last), x_in, target, threat, **fast_kw)
         except Exception:  # not copyable, or a layer that rejects bf16: autocast below
             if gen is not None:
                 gen.set_state(gen_state)
@@ -288,12 +345,9 @@ def with_precision(
         try:
             if res is None:
                 with torch.autocast(x.device.type, dtype=torch.bfloat16):
-                    res = attack(_ChannelsLastView(model) if cl else model, x_in, target, threat, **kw)
+                    res = attack(_ChannelsLastView(model) if cl else model, x_in, target, threat, **fast_kw)
         except RuntimeError as e:
-            layer = failing_layer(model, x[:1])
-            where = (f"layer {layer!r} ({type(model.get_submodule(layer)).__name__})" if layer else
-                     "the model's forward pass" if layer == "" else "the backward pass")
-            msg = f"the model fails under bf16 autocast in {where}: {str(e).splitlines()[0][:200]}"
+            msg = _autocast_failure(model, x, e)
             if precision == "bf16":
                 raise InputError(f"{msg}; run with --precision fp32") from e
             _warn_once("autocast-fallback", f"{msg}; precision auto falls back to fp32 for this model")

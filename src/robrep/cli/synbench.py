@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     res = synbench(model, input_shape=args.input_shape, layer=args.layer, eps=args.eps or DEFAULT_EPS,
                    thresholds=args.thresholds or DEFAULT_THRESHOLDS, scales=args.scales or SCALES, n_train=args.n_train, n_test=args.n_test,
                    seed=args.synbench_seed, batch_size=args.batch_size, clip=args.clip, device=device_of(args.device),
-                   out=args.out, resume=args.resume, overwrite=args.overwrite, shard=shard)
+                   out=args.out, resume=args.resume, overwrite=args.overwrite, shard=shard,
+                   precision=args.precision)
     if not shard.is_main:  # every rank holds the merged result; rank 0 alone trains the probes, writes and prints
         return 0
     out = res.to_dict() | {"checkpoint": str(args.checkpoint)}

@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..attacks.precision import Bf16Forward
 from ..data.synthetic import gaussian_mixture
 from ..errors import InputError
 from ..io.chunks import run_chunks
@@ -299,6 +300,7 @@ def synbench(
     resume: bool = False,
     overwrite: bool = False,
     shard: Shard | None = None,
+    precision: str = "fp32",
 ) -> SynBenchResult:
     """SynBench score of an encoder (Ko et al., arXiv 2210.02989; official-code protocol).
 
@@ -330,6 +332,11 @@ def synbench(
             its round-robin share of the unfinished scales and every rank returns the merged
             result, equal to a single-process run (the data of a scale depend on the seed and
             the scale's index only; :mod:`robrep.io.shard`).
+        precision: the encoder's forward passes: ``fp32``, ``bf16`` (a bf16 copy of the encoder,
+            float32 features; needs native bf16) or ``auto`` (bf16 where native, else fp32);
+            the robust Bayes classifier and the score are always computed in float64 from the
+            features. ``config`` records the setting and what ran (``precision``,
+            ``precision_ran``).
 
     Returns:
         :class:`SynBenchResult` (scores ``(E, T)``, per-scale accuracy/bound, curves).
@@ -337,6 +344,7 @@ def synbench(
     t0 = time.perf_counter()
     eps_t = _check_synbench_args(eps, thresholds, scales, n_train, n_test, prior, batch_size)
     fn, shape, dev = _feature_map(encoder, input_shape, layer, device)
+    fwd = Bf16Forward(fn, precision, dev)
     u = torch.full(shape, 1.0 / math.sqrt(math.prod(shape)))
 
     def column(i: int) -> dict[str, Any]:  # one scale: its accuracy and bound for every eps
@@ -344,7 +352,7 @@ def synbench(
 
         def draw(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
             g = torch.Generator().manual_seed(int(seed) * 1_000_003 + i * 2 + (split == "test"))
-            return _mixture_features(fn, s * u, n, g, prior=prior, clip=clip, batch_size=batch_size, dev=dev)
+            return _mixture_features(fwd, s * u, n, g, prior=prior, clip=clip, batch_size=batch_size, dev=dev)
 
         htr, ytr = draw("train", n_train)
         hte, yte = draw("test", n_test)
@@ -357,7 +365,7 @@ def synbench(
     if out is not None:
         fp = {"kind": "synbench", "input_shape": list(shape), "layer": layer if isinstance(encoder, RobrepModel) else None,
               "eps": list(eps_t), "scales": [float(s) for s in scales], "n_train": n_train, "n_test": n_test, "prior": prior,
-              "seed": seed, "clip": clip, "eig_tol": eig_tol, "batch_size": batch_size}
+              "seed": seed, "clip": clip, "eig_tol": eig_tol, "batch_size": batch_size, "precision": precision}
         store = _open_store(out, encoder, fp, len(scales), resume, overwrite, shard)
     elif resume or overwrite:
         raise InputError("resume and overwrite need a run folder: pass --out (out=...)")
@@ -370,7 +378,8 @@ def synbench(
     xg = synbench_xgrid()
     cfg = {"input_shape": list(shape), "layer": layer if isinstance(encoder, RobrepModel) else None,
            "n_train": n_train, "n_test": n_test, "prior": prior, "seed": seed, "clip": clip,
-           "eig_tol": eig_tol, "num_scales": len(scales), "scale_min": float(min(scales)), "scale_max": float(max(scales))}
+           "eig_tol": eig_tol, "num_scales": len(scales), "scale_min": float(min(scales)), "scale_max": float(max(scales)),
+           "precision": precision, "precision_ran": fwd.ran}
     return SynBenchResult(
         scales=tuple(float(s) for s in scales), eps=eps_t, thresholds=tuple(float(t) for t in thresholds),
         accuracy=acc, bound=bnd, raw_accuracy=raw_acc, raw_bound=raw_bnd, xgrid=xg,
