@@ -28,12 +28,14 @@ class MISettings:
         lr: Adam learning rate of the critics.
         attack_steps, attack_step_size: PGD per critic step (step default 2.5 eps / steps).
         eval_attack_steps: PGD steps on each held-out batch.
-        eval_fraction: share of the inputs held out for evaluation (whole batches); with
-            ``folds`` > 1 it is 1 / folds.
-        n_eval_batches: held-out batches per fold (None: as many as eval_fraction allows).
-        folds: cross-fitting: the inputs are cut into ``folds`` parts, each part is held out once
-            while the critics train on the others, and all held-out units enter the interval
-            (every input is read once; the cost is ``folds`` times one fit).
+        eval_fraction: share of the inputs held out for evaluation (whole batches) when
+            ``folds`` is 1 (unused with cross-fitting).
+        n_eval_batches: held-out batches per fold (None: all of the fold's batches, or as many as
+            eval_fraction allows with one fold).
+        folds: cross-fitting: the inputs are cut into evaluation batches, batch j belongs to fold
+            j mod ``folds``; each fold is held out once while its critics train on the rest, and
+            all held-out units enter the interval (every batch is read once; the cost is
+            ``folds`` times one fit).
         warm_start: worst-case critics start from the trained clean critics.
         eval_every, patience: early stopping on a validation batch (patience 0: off).
         level: interval level.
@@ -43,7 +45,7 @@ class MISettings:
     estimator: str = "infonce"
     critic: str = "mlp"
     critic_kwargs: dict[str, Any] | None = None
-    n_critics: int = 4
+    n_critics: int = 8
     steps: int = 300
     adv_steps: int = 100
     batch_size: int = 64
@@ -54,7 +56,7 @@ class MISettings:
     eval_attack_steps: int = 10
     eval_fraction: float = 0.3
     n_eval_batches: int | None = None
-    folds: int = 2
+    folds: int = 3
     warm_start: bool = True
     eval_every: int = 25
     patience: int = 3
@@ -66,7 +68,8 @@ class MISettings:
 
 
 PRESETS: dict[str, MISettings] = {
-    # measured choice (docs/benchmarks/vulnerability.md): InfoNCE + 4 batched separable MLP critics
+    # measured choice (docs/benchmarks/vulnerability.md): InfoNCE, 8 batched separable MLP critics,
+    # three-fold cross-fitting
     "standard": MISettings(),
     # a first look in seconds: fewer critics and steps, shorter attacks
     "quick": MISettings(n_critics=3, steps=150, adv_steps=50, attack_steps=2, eval_attack_steps=5, eval_every=25,
