@@ -22,8 +22,10 @@ How the estimate is made cheap and its interval honest:
 * early stopping: every ``eval_every`` steps the estimate is read on a validation batch held out
   of training (attacked, for the worst case); training stops after ``patience`` checks without
   improvement and the best critics are kept;
-* the interval adds, in quadrature, a bootstrap over held-out units (anchors for InfoNCE,
-  batches otherwise) and a Student t over critics; both one-way widths are reported beside it.
+* the interval adds, in quadrature, the held-out data part (a bootstrap over anchors for clean
+  InfoNCE reads; a Student t over the jointly attacked batches for worst-case reads and RV) and
+  the critics part (their spread within each fold, pooled; Student t); both one-way widths are
+  reported beside it (``robrep.info.intervals``).
 
 The defaults are the ``standard`` preset (:data:`PRESETS`); ``paper`` keeps the paper's
 settings (DV bound, DIM critic, Adam 1e-4, PGD-7 per step, independent critics)."""
@@ -361,9 +363,11 @@ def vulnerability(
 ) -> VulnerabilityResult:
     """Representation vulnerability RV = I(X; R(X)) - inf_{W_inf <= eps} I(X'; R(X')).
 
-    Zhu et al. 2020 (docs/methods/vulnerability.md): clean and worst-case MI are estimated with
-    independent critics (different seeds, so eps = 0 gives RV = 0 only up to estimator noise);
-    the interval of RV is a Student t over the critic pairs. The bound on the adversarial
+    Zhu et al. 2020 (docs/methods/vulnerability.md): the worst-case critics are the clean ones
+    fine-tuned under attack and both are read on the same held-out batches, so RV is a paired
+    difference (eps = 0 gives exactly 0); its interval combines a Student t over the held-out
+    batches with the critics' spread pooled within folds (see "The interval of an estimate" on
+    the methods page). The bound on the adversarial
     accuracy of any downstream classifier is the Fano form (docs/methods/vulnerability.md).
 
     Args:
