@@ -34,22 +34,12 @@ from .critics import (
     create_critics,
     list_critics,
 )
-from .estimate import (
-    DEFAULT_PRESET,
-    PRESETS,
-    Interval,
-    MIEstimate,
-    MISettings,
-    VulnerabilityResult,
-    batch_pgd,
-    estimate_mi,
-    estimate_mi_samples,
-    fit_critic,
-    interval_from_values,
-    mi_settings,
-    probe_robust_accuracy,
-    vulnerability,
-)
+from .estimate import estimate_mi, estimate_mi_samples, vulnerability
+from .intervals import Interval, interval_from_values
+from .probe import probe_robust_accuracy
+from .results import MIEstimate, VulnerabilityResult
+from .settings import DEFAULT_PRESET, PRESETS, MISettings, mi_settings
+from .training import batch_pgd, fit_critic
 
 __all__ = [
     "DEFAULT_PRESET",
