@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from .data import ImageData, load_dataset
+from .errors import InputError
 from .evaluate import evaluate
 from .io.atomic import atomic_write_json
 from .models import RobrepModel
@@ -364,9 +365,49 @@ def _run_model(name: str, objective: str, run_dir: Path, tr: ImageData, te: Imag
     return metrics
 
 
+def _demo_data(s: DemoSizes, seed: int) -> tuple[ImageData, ImageData]:
+    tr, te = load_dataset("demo", "train"), load_dataset("demo", "test")
+    return tr.fraction(s.train_fraction, seed=seed), te.head(s.test_n)
+
+
+def _plan_jobs(jobs: int | None, threads: int | None, device: str, n_models: int) -> tuple[int, int]:
+    """(processes, threads per process) for the models of the demo.
+
+    ``jobs=None`` (automatic): on a CPU with at least two usable CPUs and no thread count fixed by
+    the caller, the models run side by side in separate processes with one thread each (small CNNs
+    gain little from a second intra-op thread, and independent processes keep their speed on a
+    busy machine, where synchronising threads lose it); else one process.
+    """
+    from .runtime import available_cpus
+
+    cpus = available_cpus()
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if jobs is None:
+        jobs = min(n_models, cpus) if on_cpu and threads is None and cpus >= 2 else 1
+    if int(jobs) < 1:
+        raise InputError(f"--jobs must be >= 1, got {jobs}")
+    jobs = min(int(jobs), n_models)
+    return jobs, max(1, (threads or cpus) // jobs) if jobs > 1 else (threads or 1)
+
+
+def _model_job(name: str, objective: str, run_dir: Path, s: DemoSizes, fast: bool, device: str, seed: int,
+               precision: str, attack: str, threads: int) -> dict[str, Any]:
+    """One model of the demo in a worker process (spawned: loads its own data, sets its threads)."""
+    import sys
+
+    from .runtime import configure_threads, set_precision
+
+    configure_threads(threads)
+    set_precision(precision)
+    tr, te = _demo_data(s, seed)
+    return _run_model(name, objective, run_dir, tr, te, threat("linf", DEMO_EPS), s, fast=fast, device=device, seed=seed,
+                      show_progress=False, log=lambda m: print(m, file=sys.stderr, flush=True), precision=precision,
+                      attack=attack)
+
+
 def run_demo(out: str | Path = "robrep-demo", *, fast: bool = False, device: str = "auto", seed: int = 0,
              show_progress: bool = True, log: Callable[[str], None] | None = None, sizes: DemoSizes | None = None,
-             precision: str = "fp32", threads: int | None = None, attack: str = "pgd") -> DemoResult:
+             precision: str = "fp32", threads: int | None = None, attack: str = "pgd", jobs: int | None = 1) -> DemoResult:
     """Run the demo into ``out`` and return where its report is.
 
     Args:
@@ -385,6 +426,9 @@ def run_demo(out: str | Path = "robrep-demo", *, fast: bool = False, device: str
             accuracy after each stage and the flags go into the metrics).
         threads: torch threads (None: keep the process's choice, or pick from the free CPUs:
             :func:`robrep.runtime.configure_threads`); the choice is logged.
+        jobs: processes for the two models (1: one after the other in this process; None: two
+            processes with one thread each where two CPUs are usable and ``threads`` is None, as
+            ``robrep demo`` does). The numbers do not depend on it beyond float rounding.
     """
     from .attacks import ATTACKS, get_protocol, is_protocol
     from .report.html import write_report
@@ -396,18 +440,32 @@ def run_demo(out: str | Path = "robrep-demo", *, fast: bool = False, device: str
     s = sizes or (FAST if fast else FULL)
     out = Path(out)
     t0 = time.time()
-    tr, te = load_dataset("demo", "train"), load_dataset("demo", "test")
-    tr = tr.fraction(s.train_fraction, seed=seed)
-    te = te.head(s.test_n)
+    tr, te = _demo_data(s, seed)
     thr = threat("linf", DEMO_EPS)
     runs: dict[str, Path] = {}
     summary: dict[str, Any] = {"eps": DEMO_EPS, "norm": "linf", "fast": fast, "sizes": asdict(s), "precision": precision,
                                "threads": torch.get_num_threads(), "models": {},
                                "attack": {"name": attack, **({"protocol_version": get_protocol(attack).version} if is_protocol(attack) else {})}}
-    for name, objective in (("standard", "standard"), ("robust", "pgd")):
+    models = (("standard", "standard"), ("robust", "pgd"))
+    jobs, per_job = _plan_jobs(jobs, threads, device, len(models))
+    summary["jobs"] = {"processes": jobs, "threads_per_process": per_job if jobs > 1 else torch.get_num_threads()}
+    for name, _ in models:
         runs[name] = out / name
-        summary["models"][name] = _run_model(name, objective, runs[name], tr, te, thr, s, fast=fast, device=device, seed=seed,
-                                             show_progress=show_progress, log=log, precision=precision, attack=attack)
+    if jobs > 1:
+        log(f"robrep demo: the {len(models)} models run side by side in {jobs} processes, {per_job} thread"
+            f"{'s' if per_job > 1 else ''} each (--jobs 1 runs them one after the other)")
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futs = {name: pool.submit(_model_job, name, objective, runs[name], s, fast, device, seed, precision, attack, per_job)
+                    for name, objective in models}
+            for name, _ in models:
+                summary["models"][name] = futs[name].result()
+    else:
+        for name, objective in models:
+            summary["models"][name] = _run_model(name, objective, runs[name], tr, te, thr, s, fast=fast, device=device, seed=seed,
+                                                 show_progress=show_progress, log=log, precision=precision, attack=attack)
     summary["seconds"] = time.time() - t0
     atomic_write_json(out / "summary.json", summary)
     report = write_report([runs["standard"], runs["robust"]], out / "report.html", title="robrep demo", notes=_notes(s, fast, attack))

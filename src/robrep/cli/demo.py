@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--quiet", action="store_true")
     add_attack(p, "the robust-accuracy table (robust accuracy, its eps curve, the probe's adversarial accuracy; "
                   "pgd: PGD-20)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="processes for the two models (default: 2 with one thread each where two CPUs are usable and "
+                        "--threads is not given, else 1)")
     add_runtime(p)
     p.set_defaults(func=run)
 
@@ -26,6 +29,6 @@ def run(args: argparse.Namespace) -> int:
 
     check_attack(args.attack)
     res = run_demo(args.out, fast=args.fast, device=args.device, seed=args.seed, show_progress=not args.quiet, log=log,
-                   precision=args.precision, threads=args.threads, attack=args.attack)
+                   precision=args.precision, threads=args.threads, attack=args.attack, jobs=args.jobs)
     emit(res.summary, args.json, res.table + f"\n\nreport: {res.report}")
     return 0
