@@ -141,7 +141,7 @@ def test_precision_bf16_card_and_auto_fallback(folder, tmp_path, monkeypatch) ->
     assert auto.environment["precision"]["features"] == "fp32" and auto.headline == fp32.headline
 
 
-def test_probe_attack_protocol_and_cli_flags(folder, tmp_path, capsys) -> None:
+def test_probe_attack_protocol(folder, tmp_path) -> None:
     from robrep.evaluate import linear_probe
     from robrep.profile.data import pick, profile_data
 
@@ -154,13 +154,16 @@ def test_probe_attack_protocol_and_cli_flags(folder, tmp_path, capsys) -> None:
     a, t, _ = profile_data(ds, b, input_shape=(3, 20, 20), seed=1, data=(tr, te))
     pr = linear_probe(_model(), a, pick(t, b.probe_eval_n, 1)[0], eval_threat=threat("linf", EPS), attack="fast", seed=1)
     assert pr.adversarial_accuracy == card.results["probe"]["adversarial_accuracy"]
+
+
+def test_cli_attack_and_precision_flags(tmp_path, capsys) -> None:
     # the command line: an unknown attack is one line, exit 2; --attack and --precision reach the card
     assert main(["profile", "init:small-cnn", "--dataset", "demo", "--attack", "nope", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope" in err and "autoattack-standard" in err and not (tmp_path / "x").exists()
     sets = [f"{k}={v}" for k, v in dict(probe_train_n=40, test_n=40, probe_eval_n=4, mi_n=32, mi_batch=8, mi_steps=2,
-                                          mi_critic_hidden=8, synbench_n=8, sensitivity_n=2, sensitivity_steps=1, cert_n=1,
-                                          cert_n0=4, cert_samples=8).items()]
+                                          mi_critic_hidden=8, synbench_n=32, sensitivity_n=2, sensitivity_steps=1, cert_n=1,
+                                          cert_n0=4, cert_samples=16).items()]
     args = ["profile", "init:small-cnn", "--dataset", "demo", "--attack", "fgsm", "--precision", "fp32", "--no-pictures",
             "--out", str(tmp_path / "cli"), "--quiet", "--json"] + [a for s in sets for a in ("--set", s)]
     assert main(args) == 0
