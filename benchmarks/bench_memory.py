@@ -1,8 +1,10 @@
-"""Peak resident memory of ``robrep eval`` over a large ImageFolder: streamed vs held in memory.
+"""Peak resident memory of ``robrep eval`` and ``robrep profile`` over a large ImageFolder:
+streamed vs held in memory.
 
     python benchmarks/bench_memory.py                      # 5,000 JPEGs at 224 px, 10 classes
     python benchmarks/bench_memory.py --images 500         # a quick check
     python benchmarks/bench_memory.py --skip-in-memory     # only the streamed runs
+    python benchmarks/bench_memory.py --arch tv:mobilenet_v3_small --profile   # + robrep profile --budget quick
     python benchmarks/bench_memory.py --also "profile {checkpoint} --dataset {dataset} --out {out}"
 
 Writes an ImageFolder of random 224 px JPEGs (smooth noise, 10 classes, one folder per class)
@@ -18,7 +20,11 @@ in a fresh process under ``/usr/bin/time -v`` (its "Maximum resident set size"):
 3. the in-memory path for comparison: the same images decoded into one float tensor
    (``data.tensors()``, what ``imagefolder:`` did before it streamed), then the same evaluation;
 4. in this process: ``evaluate`` on a class-stratified subset of 500, streamed and in memory
-   (``to_memory()``): the two results must be equal.
+   (``to_memory()``): the two results must be equal;
+5. with ``--profile``: ``robrep profile --budget quick`` on the same folder (its train and test
+   splits are both the folder: the images sit in class folders directly under it) under
+   ``/usr/bin/time -v``, and in this process the quick card of a class-stratified subset
+   (``--profile-subset`` images) streamed and in memory: the two cards must be equal.
 
 Prints one table and a JSON line. The acceptance bound is a peak below 3 GB for the streamed runs.
 """
@@ -47,14 +53,15 @@ LIMIT_GB = 3.0
 
 
 def make_folder(root: Path, n: int, classes: int, size: int, seed: int = 0) -> float:
-    """n JPEGs (quality 90) of smooth random noise, n / classes per class folder; returns seconds."""
+    """n JPEGs (quality 90) of smooth random noise, n / classes per class folder (``root/<class>/``:
+    the folder serves as either split); returns seconds."""
     from PIL import Image
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     for i in range(n):
         c = i * classes // n
-        d = root / "test" / f"class{c:02d}"
+        d = root / f"class{c:02d}"
         d.mkdir(parents=True, exist_ok=True)
         low = (rng.random((size // 8, size // 8, 3)) * 255).astype(np.uint8)
         img = Image.fromarray(low).resize((size, size), Image.BILINEAR)
@@ -128,6 +135,26 @@ print(json.dumps({"clean_accuracy": r.clean_accuracy, "robust_accuracy": r.robus
 """
 
 
+def profile_subset_check(model: torch.nn.Module, ds: str, n: int, precision: str, tmp: Path) -> bool:
+    """The quick card of a stratified subset of ``n`` images, streamed and held in memory: equal?"""
+    import robrep
+    from robrep.profile import profile
+
+    data = robrep.data.take(robrep.load_dataset(ds, "test"), n, seed=0)
+    kw = dict(budget="quick", seed=0, weights="random init (benchmark)", random_init=True, precision=precision)
+    t0 = time.perf_counter()
+    cs = profile(model, ds, out=tmp / "card-stream", data=(data, data), **kw).card
+    t1 = time.perf_counter()
+    mem = data.to_memory()
+    cm = profile(model, ds, out=tmp / "card-memory", data=(mem, mem), **kw).card
+    same = cs.headline == cm.headline and cs.results == cm.results
+    print(f"\nprofile --budget quick on a stratified subset of {n} ({data.selection}): streamed ({t1 - t0:.0f} s) and in "
+          f"memory give identical cards (headline and results): {same}")
+    for k in ("probe_natural_accuracy", "probe_adversarial_accuracy", "sensitivity_median", "synbench_score", "certified_accuracy"):
+        print(f"  {k:<28} streamed {cs.headline[k]['value']:.4f}  in memory {cm.headline[k]['value']:.4f}")
+    return same
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--images", type=int, default=5000, help="(default: %(default)s)")
@@ -141,6 +168,12 @@ def main() -> None:
     p.add_argument("--also", action="append", default=[], metavar="ARGS",
                    help="another robrep command measured the same way, e.g. \"profile {checkpoint} --dataset {dataset} "
                         "--budget quick --out {out}\" ({checkpoint}, {dataset}, {out} are filled in; repeatable)")
+    p.add_argument("--profile", action="store_true", help="also measure robrep profile --budget quick and check its card "
+                   "against the in-memory path on a subset (default: off)")
+    p.add_argument("--profile-subset", type=int, default=700, help="images of that check; 0 skips it (default: %(default)s)")
+    p.add_argument("--workers", default="0,2", help="DataLoader worker counts of the eval runs (default: %(default)s)")
+    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"],
+                   help="--precision of the profile runs (default: %(default)s)")
     p.add_argument("--keep", default=None, help="write the folder here and keep it (default: a temporary folder)")
     a = p.parse_args()
 
@@ -150,7 +183,7 @@ def main() -> None:
     try:
         folder = tmp / "folder"
         gen_s = 0.0
-        if not (folder / "test").is_dir():
+        if not (folder / "class00").is_dir():
             gen_s = make_folder(folder, a.images, a.classes, a.size)
         disk_mb = sum(f.stat().st_size for f in folder.rglob("*.jpg")) / 2**20
         print(f"ImageFolder: {a.images} JPEGs of {a.size} px in {a.classes} classes, {disk_mb:.0f} MB on disk "
@@ -168,7 +201,7 @@ def main() -> None:
         base_env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), ROBREP_PROGRESS="0")
 
         rows, res = [], {}
-        for name, workers in (("stream, 0 workers", "0"), ("stream, 2 workers", "2")):
+        for name, workers in ((f"stream, {w} workers", w) for w in a.workers.split(",")):
             r = run_timed(eval_cmd, base_env | {"ROBREP_DATA_WORKERS": workers})
             out = json.loads(str(r["stdout"]).strip().splitlines()[-1])
             res[name] = {k: v for k, v in r.items() if k != "stdout"} | {"clean_accuracy": out["clean_accuracy"],
@@ -176,7 +209,11 @@ def main() -> None:
             rows.append([f"`robrep eval`, {name}", out["n"], f"{r['max_rss_gb']:.2f}", f"{r['tree_peak_gb']:.2f}",
                          f"{r['wall_s']:.0f}", f"{out['n'] / float(r['wall_s']):.0f}", f"{out['clean_accuracy']:.4f}",
                          f"{out['robust_accuracy']:.4f}"])
-        for k, extra in enumerate(a.also):
+        also = list(a.also)
+        if a.profile:
+            also.append(f"profile {{checkpoint}} --dataset {{dataset}} --budget quick --out {{out}} --device cpu --quiet --json "
+                        f"--precision {a.precision}")
+        for k, extra in enumerate(also):
             args = [t.format(checkpoint=ck, dataset=ds, out=tmp / f"also-{k}") for t in extra.split()]
             r = run_timed([sys.executable, "-m", "robrep", *args], base_env)
             res[f"robrep {args[0]}"] = {kk: v for kk, v in r.items() if kk != "stdout"}
@@ -214,7 +251,10 @@ def main() -> None:
         print(f"streamed runs (and --also commands): peak < {LIMIT_GB} GB: {ok}")
         print(json.dumps({"machine": info, "arch": a.arch, "batch_size": a.batch_size, "images": a.images, "size": a.size, "runs": res, "subset": sub.selection,
                           "subset_equal": equal, "full_equal": same_full, "stream_under_limit": ok}))
-        if not (equal and ok and same_full):
+        prof_equal = True
+        if a.profile and a.profile_subset > 0:
+            prof_equal = profile_subset_check(model, ds, a.profile_subset, a.precision, tmp)
+        if not (equal and ok and same_full and prof_equal):
             raise SystemExit(1)
     finally:
         if not a.keep:

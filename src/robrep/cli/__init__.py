@@ -16,7 +16,7 @@ from ..errors import RobrepError
 
 __all__ = ["main", "run_parsed", "build_parser", "COMMANDS"]
 
-COMMANDS = ["list_cmd", "train", "evaluate", "attack", "report", "demo", "visualize_cmds", "certify", "transfer", "vulnerability", "synbench", "semantic", "profile", "compare"]
+COMMANDS = ["list_cmd", "train", "evaluate", "attack", "report", "demo", "visualize_cmds", "certify", "transfer", "vulnerability", "synbench", "semantic", "profile", "compare", "layers"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -118,6 +118,12 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("a random-weight small CNN at the quick budget with a smaller probe evaluation",
          "robrep profile init:small-cnn --dataset demo --budget quick --set probe_eval_n=50 --out cards/init"),
     ],
+    "list-layers": [
+        ("the representation names of a trained model and their shapes",
+         "robrep list-layers runs/demo-pgd/model.safetensors"),
+        ("a torchvision ResNet-18 (random weights) at 224 px, aliases only, as JSON",
+         "robrep list-layers tv:resnet18 --input-shape 3 224 224 --no-modules --json"),
+    ],
     "compare": [
         ("one leaderboard page (sortable table, curves, pictures) of several cards",
          "robrep compare cards/demo-pgd cards/resnet18-init --out cards/compare"),

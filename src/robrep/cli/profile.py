@@ -24,8 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "(default: penultimate)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"], help="threat model norm (default: %(default)s)")
     p.add_argument("--eps", type=float, default=8 / 255, help="radius in [0,1] pixel units (default: 8/255 = %(default).4f)")
-    p.add_argument("--attack", default=None, help="attack of the probe's adversarial accuracy (robrep list attacks; "
-                                                  "default: the budget's, pgd for quick/standard)")
+    p.add_argument("--attack", default=None,
+                   help="attack or protocol of the probe's adversarial accuracy, e.g. pgd, apgd, fast, autoattack-standard "
+                        "(robrep list attacks; a protocol runs with its own steps; written in the card; default: the "
+                        "budget's: pgd for quick/standard, apgd for paper)")
     p.add_argument("--name", default=None, help="display name on the card and the leaderboard (default: the source)")
     p.add_argument("--arch", default=None, help="architecture, for checkpoints that do not record it (default: %(default)s)")
     p.add_argument("--trust-checkpoint", action="store_true",
@@ -77,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     b = get_budget(args.budget)
     changes = _parse_set(args.set)
     if args.attack:
+        from ..attacks import ATTACKS
+
+        ATTACKS.get(args.attack)  # an unknown name: one line listing the attacks and protocols
         changes["probe_attack"] = args.attack
     if changes:
         b = b.with_(**changes)
@@ -89,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     res = profile(args.source, args.dataset, out=args.out, budget=b, layers=layers, threat=threat(args.norm, args.eps), seed=args.seed,
                   device=args.device, name=args.name, arch=args.arch, trust=args.trust_checkpoint, input_shape=args.input_shape,
                   memory_cap=int(args.memory_cap * 2**20), data_root=args.data_root, download=args.download,
-                  overwrite=args.overwrite, pictures=not args.no_pictures, log=(lambda s: None) if quiet else log,
+                  overwrite=args.overwrite, pictures=not args.no_pictures, precision=args.precision, log=(lambda s: None) if quiet else log,
                   resume=args.resume, shard=shard)
     if not shard.is_main:  # rank 0 alone writes and prints the card
         return 0

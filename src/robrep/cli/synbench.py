@@ -7,9 +7,9 @@ import argparse
 from pathlib import Path
 
 from .common import (
+    add_attack,
     add_checkpoint,
     add_common,
-    add_attack,
     check_attack,
     device_of,
     emit,

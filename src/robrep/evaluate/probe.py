@@ -227,6 +227,7 @@ def linear_probe(
     attack: str = "pgd",
     l2: float = 1e-2,
     features: tuple[torch.Tensor, torch.Tensor] | None = None,
+    eval_batch_size: int = 500,
 ) -> ProbeResult:
     """Train a probe on a frozen layer of ``encoder`` and measure natural/adversarial accuracy.
 
@@ -243,7 +244,9 @@ def linear_probe(
     protocol's own budgets for a protocol); for a protocol, ``eval`` adds the robust accuracy after
     each stage and the flags.
     ``features``: precomputed ``(features, labels)`` of ``train_data`` at ``layer`` (a feature
-    cache), used instead of extracting them again.
+    cache), used instead of extracting them again. ``eval_batch_size``: images per attacked
+    batch of the evaluation (memory only). A protocol (``autoattack-standard``, ``fast``...) runs
+    with its own fixed settings (``eval_steps`` does not apply to it).
     """
     if epochs is not None and epochs < 1:
         raise InputError(f"epochs must be >= 1, got {epochs}")
@@ -302,10 +305,12 @@ def linear_probe(
                 opt.step()
     clf.eval()
     thr = eval_threat if eval_threat is not None else train_threat
-    akw = attack_kwargs_for(attack, **({"steps": eval_steps} if eval_steps is not None else {}),
-                            **({"restarts": eval_restarts} if attack == "pgd" else {}))
+    from ..attacks import is_protocol
+
+    akw = {} if is_protocol(attack) else attack_kwargs_for(attack, **({"steps": eval_steps} if eval_steps is not None else {}),
+                                                       **({"restarts": eval_restarts} if attack == "pgd" else {}))
     ev = evaluate(clf, test_data, threat=thr if (thr is not None and thr.eps > 0) else None, attack=attack,
-                  attack_kwargs=akw, n=eval_n, seed=seed, device=dev)
+                  attack_kwargs=akw, n=eval_n, seed=seed, device=dev, batch_size=eval_batch_size)
     detail: dict[str, Any] = {"threat": ev.threat, "attack": ev.attack, "n": ev.n}
     if ev.stages is not None:
         detail |= {"stages": ev.stages, "flags": list(ev.flags), "notes": list(ev.notes)}

@@ -4,24 +4,6 @@ Zhu, Zhang & Evans, *Learning Adversarially Robust Representations via Worst-Cas
 Information Maximization*, ICML 2020.
 """
 
-from .fano import (
-    SignGaussianCase,
-    accuracy_bound,
-    binary_entropy,
-    exact_sign_mi,
-    sign_gaussian_case,
-)
-from .mi_bounds import (
-    BOUNDS,
-    Bound,
-    dv_bound,
-    get_bound,
-    infonce_bound,
-    infonce_terms,
-    jsd_bound,
-    list_bounds,
-    smile_bound,
-)
 from .critics import (
     CRITICS,
     ConcatMLPCritic,
@@ -35,7 +17,25 @@ from .critics import (
     list_critics,
 )
 from .estimate import estimate_mi, estimate_mi_samples, vulnerability
+from .fano import (
+    SignGaussianCase,
+    accuracy_bound,
+    binary_entropy,
+    exact_sign_mi,
+    sign_gaussian_case,
+)
 from .intervals import Interval, interval_from_values
+from .mi_bounds import (
+    BOUNDS,
+    Bound,
+    dv_bound,
+    get_bound,
+    infonce_bound,
+    infonce_terms,
+    jsd_bound,
+    list_bounds,
+    smile_bound,
+)
 from .probe import probe_robust_accuracy
 from .results import MIEstimate, VulnerabilityResult
 from .settings import DEFAULT_PRESET, PRESETS, MISettings, mi_settings

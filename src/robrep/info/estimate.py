@@ -43,7 +43,14 @@ from ..data import ImageData
 from ..errors import InputError
 from ..threats import ThreatModel
 from .fano import accuracy_bound
-from .intervals import Interval, _boot_draws, _boot_index, _matrix_interval, _quantiles, interval_from_values
+from .intervals import (
+    Interval,
+    _boot_draws,
+    _boot_index,
+    _matrix_interval,
+    _quantiles,
+    interval_from_values,
+)
 from .mi_bounds import Bound, get_bound
 from .probe import probe_robust_accuracy
 from .results import MIEstimate, VulnerabilityResult

@@ -22,16 +22,19 @@ from .base import (
     resize_images,
 )
 from .checkpoint import LOADERS, load, load_with_meta, read_meta, safe_torch_load, save_model
+from .layers import LayerInfo, layer_shapes
 from .sources import SOURCES, load_source, set_input_policy, source_schemes, split_source
 from .zoo import MODELS, create_model, list_models, model_from_spec, wrap
 
 __all__ = [
     "LOADERS",
+    "LayerInfo",
     "MODELS",
     "SOURCES",
     "Tap",
     "describe_layers",
     "head_name",
+    "layer_shapes",
     "layer_taps",
     "load_source",
     "resize_images",

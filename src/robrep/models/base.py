@@ -210,8 +210,8 @@ class RobrepModel(nn.Module):
 
 def _names_hint(model: RobrepModel, limit: int = 40) -> str:
     names = list_layers(model)
-    more = f" ... ({len(names) - limit} more: robrep.list_layers(model))" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
+    more = f" ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more + " (all with their shapes: robrep list-layers SOURCE)"
 
 
 def channel_message(got: int, model: RobrepModel) -> str:

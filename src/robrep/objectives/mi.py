@@ -28,9 +28,9 @@ from torch import nn
 
 from .._modes import eval_mode
 from ..errors import InputError
-from ..info.mi_bounds import get_bound
 from ..info.critics import create_critic
 from ..info.estimate import batch_pgd
+from ..info.mi_bounds import get_bound
 from .base import Objective, StepContext, register_objective
 
 __all__ = ["MIMaximization", "WorstCaseMIMaximization"]

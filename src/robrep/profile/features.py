@@ -107,6 +107,7 @@ class FeatureCache:
     batch_sizes: dict[str, int] = field(default_factory=dict)
     _store: dict[tuple[str, str, str], torch.Tensor] = field(default_factory=dict, repr=False)
     _digests: dict[int, str] = field(default_factory=dict, repr=False)
+    _labels: dict[tuple[str, str, str], torch.Tensor] = field(default_factory=dict, repr=False)
 
     def batch_size(self, model: Any, layer: str) -> int:
         from ..models import representation
@@ -116,6 +117,23 @@ class FeatureCache:
             dev = next(model.parameters()).device
             self.batch_sizes[key] = auto_batch_size(representation(model, layer), tuple(model.input_shape),
                                                     memory_cap=self.memory_cap, max_batch=self.max_batch, device=dev)
+        return self.batch_sizes[key]
+
+    def attack_batch_size(self, model: Any, layer: str, default: int = 500) -> int:
+        """Batch size of the measures that back-propagate through the encoder (attacks, smoothing):
+        ``default`` when three times its forward activations fit in the memory cap (the saved
+        activations and their gradients), else the largest power of two that does."""
+        from ..models import representation
+
+        key = f"{self._model_key(model)}:{layer}:attack"
+        if key not in self.batch_sizes:
+            dev = next(model.parameters()).device
+            per = activation_bytes_per_image(representation(model, layer), tuple(model.input_shape), dev)
+            b = default
+            if 3 * per * default > self.memory_cap:
+                b = auto_batch_size(representation(model, layer), tuple(model.input_shape), memory_cap=max(self.memory_cap // 3, 1),
+                                    max_batch=default, device=dev)
+            self.batch_sizes[key] = b
         return self.batch_sizes[key]
 
     def _model_key(self, model: nn.Module) -> str:
@@ -145,7 +163,42 @@ class FeatureCache:
         self._store[key] = f
         return f
 
-    def data_features(self, model: Any, layer: str, data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features, labels) of a whole in-memory data set."""
-        x, y = data.tensors()  # type: ignore[attr-defined]
-        return self.features(model, layer, x), y
+    def data_features(self, model: Any, layer: str, data: ImageData, *, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, labels) of ``data``, streamed: its batches go through the encoder one at a
+        time (a streamed set is decoded batch by batch, never held whole), and only the (N, D)
+        features are kept. ``precision="bf16"`` runs the forward passes on a bf16 copy of the
+        encoder (:class:`robrep.attacks.precision.Bf16Model`; features returned in float32),
+        cached apart from the float32 ones."""
+        from ..models import representation
+        from .data import data_key
+
+        if precision not in ("fp32", "bf16"):
+            raise InputError(f"feature precision must be fp32 or bf16 (resolve auto first), got {precision!r}")
+        key = (self._model_key(model), layer if precision == "fp32" else f"{layer}@{precision}", data_key(data))
+        if key in self._store:
+            self.hits += 1
+            return self._store[key], self._labels[key]
+        self.misses += 1
+        model.eval()
+        rep: nn.Module = representation(model, layer)
+        if precision == "bf16":
+            from ..attacks.precision import Bf16Model
+
+            rep = Bf16Model(rep).eval()
+        dev = next(model.parameters()).device
+        bs = self.batch_size(model, layer)
+        out: torch.Tensor | None = None
+        ys = []
+        i = 0
+        with torch.inference_mode():
+            for xb, yb in data.batches(bs, device=dev):
+                f = rep(xb).float().cpu()
+                if out is None:
+                    out = torch.empty((len(data), f.shape[1]), dtype=torch.float32)
+                out[i : i + len(f)] = f
+                ys.append(yb.cpu())
+                i += len(f)
+        assert out is not None
+        feats, labels = out.clone(), torch.cat(ys).clone()  # ordinary tensors (usable by autograd outside inference mode)
+        self._store[key], self._labels[key] = feats, labels
+        return feats, labels

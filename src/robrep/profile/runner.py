@@ -22,8 +22,7 @@ from typing import Any
 
 import torch
 
-from ..data import ImageData, load_dataset
-from ..data.core import TensorImageData
+from ..data import ImageData
 from ..errors import InputError
 from ..io.atomic import atomic_write_json
 from ..io.chunks import module_digest
@@ -34,6 +33,7 @@ from ..threats import threat as make_threat
 from .budgets import Budget, get_budget
 from .card import SCHEMA_VERSION, Card, wilson_interval
 from .cells import run_cells
+from .data import materialize, pick, profile_data
 from .features import DEFAULT_MEMORY_CAP, FeatureCache
 from .sensitivity import embedding_sensitivity
 
@@ -51,8 +51,7 @@ RANDOM_INIT = "random initialization (no pretrained weights): a reference point,
 
 @dataclass(frozen=True)
 class ProfileResult:
-    """Where the card was written and the card itself (None on the ranks other than 0 of a
-    ``torchrun`` job: rank 0 alone writes the card)."""
+    """Where the card was written and the card itself."""
 
     card: Card
     out: Path
@@ -109,55 +108,9 @@ def check_layers(model: RobrepModel, layers: Sequence[str]) -> None:
     names = list_layers(model)
     bad = [name for name in layers if name not in ("penultimate", "logits") and name not in names]
     if bad:
-        shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all; robrep.list_layers(model) lists them)" if len(names) > 40 else "")
-        raise InputError(f"layer {bad[0]!r} does not exist in this model; use penultimate, logits or one of: {shown}")
-
-
-def _adapt(data: ImageData, shape: tuple[int, int, int]) -> tuple[ImageData, str | None]:
-    """Images resized / channel-repeated to the model's input shape, stored as uint8."""
-    x, y = data.tensors()  # type: ignore[attr-defined]
-    c, h, w = shape
-    if tuple(x.shape[1:]) == shape:
-        return data, None
-    how = []
-    if x.shape[1] != c:
-        if x.shape[1] == 1 and c == 3:
-            how.append("gray channel repeated to 3")
-        else:
-            raise InputError(f"the data have {x.shape[1]} channels and the model takes {c}; only 1 -> 3 is adapted: "
-                             f"give data with {c} channels")
-    if tuple(x.shape[2:]) != (h, w):
-        how.append(f"bilinearly resized (antialiased) from {x.shape[2]}x{x.shape[3]} to {h}x{w}")
-    out = []
-    for i in range(0, len(x), 256):
-        xb = x[i : i + 256].float()
-        if xb.shape[1] != c:
-            xb = xb.expand(-1, c, -1, -1)
-        if tuple(xb.shape[2:]) != (h, w):
-            xb = torch.nn.functional.interpolate(xb, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-        out.append((xb.clamp(0, 1) * 255).round().to(torch.uint8))
-    import dataclasses
-
-    info = dataclasses.replace(data.info, input_shape=shape, mean=tuple(data.info.mean[:1]) * c if len(data.info.mean) != c else data.info.mean,
-                               std=tuple(data.info.std[:1]) * c if len(data.info.std) != c else data.info.std)
-    return TensorImageData(torch.cat(out), y, info, data.split), "; ".join(how) + "; stored as uint8"
-
-
-def profile_data(dataset: str, budget: Budget, *, input_shape: Sequence[int] | None = None, root: str | None = None,
-                 download: bool = False, log: Callable[[str], None] | None = None) -> tuple[ImageData, ImageData, str | None]:
-    """(train, test, adaptation) of a profile: the first ``probe_train_n`` training and the first
-    ``test_n`` test images (every test-side measure takes the first images of that test set),
-    adapted to ``input_shape`` when it differs (said in the returned note)."""
-    tr = load_dataset(dataset, "train", root=root, download=download)
-    te = load_dataset(dataset, "test", root=root, download=download)
-    tr, te = tr.head(min(budget.probe_train_n, len(tr))), te.head(min(budget.test_n, len(te)))  # type: ignore[attr-defined]
-    note = None
-    if input_shape is not None:
-        tr, note = _adapt(tr, tuple(input_shape))  # type: ignore[arg-type]
-        te, _ = _adapt(te, tuple(input_shape))  # type: ignore[arg-type]
-        if note and log:
-            log(f"[profile] {dataset} images adapted to the model's input {tuple(input_shape)}: {note}")
-    return tr, te, note
+        shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "")
+        raise InputError(f"layer {bad[0]!r} does not exist in this model; use penultimate, logits or one of: {shown} "
+                         f"(all with their shapes: robrep list-layers SOURCE)")
 
 
 def vulnerability_kwargs(budget: Budget, seed: int) -> dict[str, Any]:
@@ -220,9 +173,11 @@ def profile(
     pictures: bool = True,
     weights: str | None = None,
     random_init: bool | None = None,
-    log: Callable[[str], None] | None = None,
+    precision: str = "fp32",
+    data: tuple[ImageData, ImageData] | None = None,
     resume: bool = False,
     shard: Shard | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> ProfileResult:
     """Profile an encoder and write its robustness card into ``out``.
 
@@ -243,12 +198,21 @@ def profile(
         weights: where the weights come from, for the card (default: found from the source).
         random_init: say on the card that the weights are random (default: found from the source;
             ``init:`` sources are random).
+        precision: ``fp32``, ``bf16`` or ``auto`` (bf16 where the device has native bf16): the
+            forward-only work (cached features, SynBench features) runs on a bf16 copy of the
+            encoder; the probe's fit, its attack, the sensitivity, the vulnerability and the
+            certificates stay float32. Recorded in the card.
+        data: (train, test) :class:`ImageData` to profile instead of loading ``dataset`` (which
+            then only names them on the card).
         resume: keep the measures already finished in ``out/chunks`` (written by a run split
             across ``torchrun`` ranks) instead of refusing them.
         shard: this process's place in a ``torchrun`` job: every rank computes the features
             and the probe, the measures after it (sensitivity, vulnerability, SynBench,
             smoothing, pictures) are dealt to the ranks as cells saved in ``out/chunks``, and
             rank 0 writes the card, the same as a single-process run's.
+
+    The data stream: the features come from batches of the chosen images (decoded as each
+    batch is served), and each measure materializes only the images it works on.
     """
     from ..runs import environment
 
@@ -261,9 +225,19 @@ def profile(
     if (out / "card.json").exists() and not overwrite:
         raise InputError(f"{out / 'card.json'} exists; pass --overwrite to replace it or choose another --out")
     from ..data import dataset_info
+    from ..runtime import resolve_precision
 
-    info = dataset_info(dataset)
+    if data is None:
+        try:
+            dataset_info(dataset)
+        except InputError:  # a data set on disk (imagefolder:, wds:, ...): its shape is known once it is opened
+            from ..data import load_dataset
+
+            data = (load_dataset(dataset, "train", root=data_root, download=download),
+                    load_dataset(dataset, "test", root=data_root, download=download))
+    info = data[1].info if data is not None else dataset_info(dataset)
     dev = _device_of(device)
+    feat_precision = resolve_precision(precision, dev)
     model, model_note = resolve_source(source, num_classes=info.num_classes, dataset_shape=info.input_shape, arch=arch,
                                        trust=trust, input_shape=input_shape, device=dev)
     model.eval()
@@ -274,7 +248,8 @@ def profile(
         if random_init and weights is None:
             model_note["weights"] = RANDOM_INIT
     check_layers(model, layers)
-    tr, te, adapted = profile_data(dataset, b, input_shape=model.input_shape, root=data_root, download=download, log=log)
+    tr, te, adapted = profile_data(dataset, b, input_shape=model.input_shape, root=data_root, download=download, seed=seed,
+                                   data=data, log=log)
     num_classes = te.info.num_classes
     if min(b.mi_n, len(te)) < 2 * b.mi_batch:
         raise InputError(f"the vulnerability needs at least {2 * b.mi_batch} test images (2 x mi_batch), the profile has "
@@ -286,18 +261,19 @@ def profile(
     results: dict[str, Any] = {}
     headline: dict[str, dict[str, Any]] = {}
     curves: dict[str, Any] = {}
-    xte, yte = te.tensors()  # type: ignore[attr-defined]
+    abs_ = cache.attack_batch_size(model, layer0)
 
-    # 1. features (cached) and the linear probe
+    # 1. features (cached, streamed) and the linear probe
     with stage("features"):
-        ftr, ytr = cache.data_features(model, layer0, tr)
-        fte = cache.features(model, layer0, xte)
+        ftr, ytr = cache.data_features(model, layer0, tr, precision=feat_precision)
+        fte, yte = cache.data_features(model, layer0, te, precision=feat_precision)
     with stage("linear probe"):
+        from ..attacks import is_protocol
         from ..evaluate import linear_probe
 
-        ev_data = te.head(min(b.probe_eval_n, len(te)))  # type: ignore[attr-defined]
+        ev_data, _ = pick(te, b.probe_eval_n, seed)
         pr = linear_probe(model, tr, ev_data, layer=layer0, head="linear", eval_threat=thr, attack=b.probe_attack,
-                          eval_steps=b.probe_eval_steps, seed=seed, features=(ftr, ytr))
+                          eval_steps=b.probe_eval_steps, seed=seed, features=(ftr, ytr), eval_batch_size=abs_)
         clf = pr.classifier.eval()
         with torch.no_grad():
             pred = clf.head(fte.to(dev)).argmax(1).cpu()
@@ -305,6 +281,7 @@ def profile(
         n_ev = pr.eval["n"]
         k_adv = round((pr.adversarial_accuracy or 0.0) * n_ev)
         results["probe"] = {"layer": layer0, "head": "linear", "fit": pr.fit, "natural_accuracy": k_nat / len(yte),
+                            "attack": b.probe_attack, "attack_steps": None if is_protocol(b.probe_attack) else b.probe_eval_steps,
                             "natural_n": len(yte), "eval_subset_natural_accuracy": pr.natural_accuracy,
                             "adversarial_accuracy": pr.adversarial_accuracy, "adversarial_n": n_ev, "eval": pr.eval}
         headline["probe_natural_accuracy"] = _acc(k_nat, len(yte))
@@ -313,8 +290,10 @@ def profile(
 
     # 2. embedding sensitivity
     def sensitivity_cell(results: dict[str, Any], headline: dict[str, Any], curves: dict[str, Any]) -> None:
-        ns = min(b.sensitivity_n, len(te))
-        sens = embedding_sensitivity(model, xte[:ns], thr, layer=layer0, steps=b.sensitivity_steps, seed=seed, clean=fte[:ns])
+        s_data, s_idx = pick(te, b.sensitivity_n, seed)
+        ns = len(s_data)
+        sens = _sensitivity(model, s_data, thr, layer0, b.sensitivity_steps, seed, abs_,
+                            fte[s_idx] if feat_precision == "fp32" else None)
         sd = sens.to_dict()
         results["sensitivity"] = sd
         s = sd["summary"]
@@ -333,7 +312,7 @@ def profile(
         from ..info import vulnerability
         from ..info.estimate import estimate_mi
 
-        x_mi = te.head(min(b.mi_n, len(te)))  # type: ignore[attr-defined]
+        x_mi, _ = pick(te, b.mi_n, seed, mixed=True)  # the images the critics read and the attack moves (classes mixed)
         kw = vulnerability_kwargs(b, seed)
         per_layer: dict[str, Any] = {}
         torch.manual_seed(seed)
@@ -361,9 +340,16 @@ def profile(
         from ..evaluate.synbench import DEFAULT_EPS as SB_EPS
         from ..evaluate.synbench import DEFAULT_THRESHOLDS, synbench
 
-        sb = synbench(model, layer=layer0, eps=SB_EPS, thresholds=DEFAULT_THRESHOLDS, scales=b.synbench_scales,
-                      n_train=b.synbench_n, n_test=b.synbench_n, seed=12, batch_size=cache.batch_size(model, layer0), device=dev)
+        encoder: Any = model
+        sb_kw: dict[str, Any] = {"layer": layer0}
+        if feat_precision == "bf16":
+            from ..attacks.precision import Bf16Model
+
+            encoder, sb_kw = Bf16Model(representation(model, layer0)).eval(), {"input_shape": model.input_shape}
+        sb = synbench(encoder, eps=SB_EPS, thresholds=DEFAULT_THRESHOLDS, scales=b.synbench_scales, n_train=b.synbench_n,
+                      n_test=b.synbench_n, seed=12, batch_size=cache.batch_size(model, layer0), device=dev, **sb_kw)
         d = sb.to_dict()
+        d["config"] = d["config"] | {"layer": layer0, "precision": feat_precision}
         results["synbench"] = {k: d[k] for k in ("scores", "best_eps", "eps", "thresholds", "scales", "accuracy", "bound",
                                                   "feature_dim", "config")}
         sc = sb.scores()[f"{SYNBENCH_THRESHOLD:g}"]
@@ -385,12 +371,16 @@ def profile(
             image_generator,
         )
 
-        nc = min(b.cert_n, len(te))
+        c_data, _ = pick(te, b.cert_n, seed)
+        nc = len(c_data)
         rows = []
-        for i in range(nc):
-            c = certify(clf, xte[i].to(dev), b.cert_sigma, b.cert_n0, b.cert_samples, b.cert_alpha,
-                        batch_size=max(b.cert_n0, min(b.cert_samples, 1000)), generator=image_generator(seed, i, dev))
-            rows.append({"predict": c.prediction, "radius": c.radius, "correct": int(c.prediction == int(yte[i]))})
+        i = 0
+        for xb, yb in c_data.batches(64):
+            for xi, yi in zip(xb, yb.tolist()):
+                c = certify(clf, xi.to(dev), b.cert_sigma, b.cert_n0, b.cert_samples, b.cert_alpha,
+                            batch_size=max(b.cert_n0, min(b.cert_samples, 1000, max(abs_, 1))), generator=image_generator(seed, i, dev))
+                rows.append({"predict": c.prediction, "radius": c.radius, "correct": int(c.prediction == int(yi))})
+                i += 1
         radii, correct = [r["radius"] for r in rows], [bool(r["correct"]) for r in rows]
         r_max = b.cert_sigma * float(torch.special.ndtri(torch.tensor(b.cert_alpha ** (1.0 / b.cert_samples), dtype=torch.float64)))
         curve = certified_accuracy_curve(radii, correct, CERT_RADII)
@@ -407,14 +397,14 @@ def profile(
             "band": {"smoothed probe": [[r, *wilson_interval(round(a * nc), nc)] for r, a in curve]}}
     # 6. pictures
     def pictures_cell(results: dict[str, Any], headline: dict[str, Any], curves: dict[str, Any]) -> None:
-        results["figures"] = _pictures(model, clf, xte, layer0, b, seed, out)
+        results["figures"] = _pictures(model, clf, materialize(pick(te, b.picture_n, seed)[0])[0], layer0, b, seed, out)
 
     out.mkdir(parents=True, exist_ok=True)
     cells = {"embedding sensitivity": sensitivity_cell, "representation vulnerability": vulnerability_cell,
              "SynBench": synbench_cell, "randomized smoothing": smoothing_cell, **({"pictures": pictures_cell} if pictures else {})}
     figures: dict[str, Any] = {}
     fingerprint = {"kind": "profile", "model": module_digest(model), "dataset": dataset, "budget": b.to_dict(),
-                   "layers": layers, "threat": thr.to_dict(), "seed": seed, "cells": list(cells)}
+                   "layers": layers, "threat": thr.to_dict(), "seed": seed, "cells": list(cells), "precision": feat_precision}
     for part in run_cells(cells, stage, after_probe, out, fingerprint, resume, overwrite, shard):
         figures.update(part["results"].pop("figures", {}))
         results.update(part["results"])
@@ -430,10 +420,13 @@ def profile(
                "std": list(model.spec.std), "parameters": sum(p.numel() for p in model.parameters()),
                "feature_dim": int(fte.shape[1]), **model_note},
         dataset={"name": dataset, "num_classes": num_classes, "input_shape": list(te.info.input_shape), "adapted": adapted,
-                 "train_n": len(tr), "test_n": len(te)},
+                 "train_n": len(tr), "test_n": len(te), "selection": {"train": tr.selection, "test": te.selection}},
         threat=thr.to_dict(), budget=b.to_dict(), seed=seed, layers=tuple(layers), headline=headline, results=results,
         curves=curves, figures=figures, seconds=stage.seconds | {"batch_size": float(cache.batch_size(model, layer0))},
-        environment=environment() | {"feature_cache": {"hits": cache.hits, "misses": cache.misses}},
+        environment=environment() | {"feature_cache": {"hits": cache.hits, "misses": cache.misses},
+                                     "precision": {"requested": precision, "features": feat_precision, "synbench": feat_precision,
+                                                   "attacks": "fp32", "certification": "fp32", "probe_fit": "fp64"},
+                                     "attack_batch_size": abs_},
         schema_version=SCHEMA_VERSION)
     cj = out / "card.json"
     atomic_write_json(cj, card.to_dict())
@@ -441,6 +434,23 @@ def profile(
 
     ch = write_card_html(card, out)
     return ProfileResult(card, out, cj, ch)
+
+
+def _sensitivity(model: RobrepModel, data: ImageData, thr: ThreatModel, layer: str, steps: int, seed: int, batch: int,
+                 clean: torch.Tensor | None) -> Any:
+    """:func:`embedding_sensitivity` of the images of ``data``, ``batch`` at a time (one call,
+    seeded ``seed``, when they fit in one batch; batch ``k`` is seeded ``seed + k``)."""
+    from .sensitivity import SensitivityResult
+
+    parts, i = [], 0
+    for k, (xb, _) in enumerate(data.batches(batch)):
+        cl = clean[i : i + len(xb)] if clean is not None else None
+        parts.append(embedding_sensitivity(model, xb, thr, layer=layer, steps=steps, seed=seed + k, clean=cl))
+        i += len(xb)
+    if len(parts) == 1:
+        return parts[0]
+    return SensitivityResult(sum((p.ratios for p in parts), ()), sum((p.random_ratios for p in parts), ()), layer,
+                             thr.to_dict(), steps)
 
 
 def _pictures(model: RobrepModel, clf: torch.nn.Module, xte: torch.Tensor, layer: str, b: Budget, seed: int, out: Path) -> dict[str, Any]:
