@@ -305,8 +305,6 @@ def linear_probe(
                 opt.step()
     clf.eval()
     thr = eval_threat if eval_threat is not None else train_threat
-    from ..attacks import is_protocol
-
     akw = {} if is_protocol(attack) else attack_kwargs_for(attack, **({"steps": eval_steps} if eval_steps is not None else {}),
                                                        **({"restarts": eval_restarts} if attack == "pgd" else {}))
     ev = evaluate(clf, test_data, threat=thr if (thr is not None and thr.eps > 0) else None, attack=attack,
