@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 TRAIN_ARGS = ["train", "--model", "small-cnn", "--model-arg", "width=4", "--model-arg", "feat_dim=16", "--dataset", "demo",
               "--train-fraction", "0.2", "--epochs", "5", "--batch-size", "32", "--eval-n", "0", "--quiet", "--device", "cpu",
-              "--seed", "3"]
+              "--seed", "3", "--threads", "1"]  # the in-process runs and the child: one thread each
 
 
 def _env() -> dict[str, str]:
@@ -67,7 +67,14 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, capsys):
         assert child.poll() is None, f"training child died early: {child.stderr.read().decode()[-500:]}"
         assert time.time() < deadline, "no epoch checkpoint within 600 s"
         time.sleep(0.01)
-    time.sleep(random.Random(11).uniform(0.0, 0.8))  # a 'random' point in epochs 2-3 (incl. mid-checkpoint)
+    t0 = time.time()
+    second = out / "checkpoints" / "epoch-0001" / "state.pt"
+    while not second.exists():  # one epoch's duration on this machine sizes the kill point
+        assert child.poll() is None, f"training child died early: {child.stderr.read().decode()[-500:]}"
+        assert time.time() < deadline, "no second epoch checkpoint within 600 s"
+        time.sleep(0.005)
+    epoch = time.time() - t0
+    time.sleep(random.Random(11).uniform(0.0, 0.9) * epoch)  # a 'random' point in epoch 3 (incl. mid-checkpoint)
     assert child.poll() is None, "the child finished before it could be killed; make the run longer"
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)

@@ -289,3 +289,27 @@ def test_training_run_report_shows_per_epoch_curves(tmp_path) -> None:
     assert re.findall(r"data-key='train_loss'>([0-9.]+)<", html) == [f"{2.0 / 3:.4f}"]
     # a run without history draws no training curves
     assert "Training curves" not in write_report([_fake_run(tmp_path, "plain", 0.5)], tmp_path / "p.html").read_text()
+
+
+def test_demo_models_side_by_side_equal_one_after_the_other(tmp_path) -> None:
+    """``jobs=2`` (what ``robrep demo`` does on two free CPUs) runs each model in its own process
+    with one thread; with one thread in this process too, every number is the same."""
+    from dataclasses import replace
+
+    import torch
+
+    from robrep.demo import FAST, run_demo
+
+    sizes = replace(FAST, epochs=1, synbench_n=128, cert_n=10, vis_steps=10, feature_steps=10, brittle_steps=5)
+    threads = torch.get_num_threads()
+    try:
+        one = run_demo(tmp_path / "one", sizes=sizes, fast=True, show_progress=False, threads=1, jobs=1)
+        two = run_demo(tmp_path / "two", sizes=sizes, fast=True, show_progress=False, threads=1, jobs=2)
+    finally:
+        torch.set_num_threads(threads)
+    assert two.summary["jobs"]["processes"] == 2 and one.summary["jobs"]["processes"] == 1
+    for name in ("standard", "robust"):
+        a, b = one.summary["models"][name], two.summary["models"][name]
+        for k in ("clean_accuracy", "robust_accuracy", "vulnerability", "synbench_score", "probe_adversarial_accuracy",
+                  "certified_accuracy_r0.25"):
+            assert a[k] == b[k], (name, k, a[k], b[k])

@@ -173,3 +173,17 @@ def test_cli_train_precision_maps_to_amp(precision) -> None:
     assert cfg.amp is bf16 and cfg.channels_last is bf16
     args = build_parser().parse_args(["train", "--precision", "fp32", "--amp", "--device", "cpu"])
     assert config_from_args(args).amp is True and config_from_args(args).channels_last is False
+
+
+def test_plan_processes(monkeypatch) -> None:
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 2)
+    assert runtime.plan_processes(None, 2) == (2, 1)  # two CPUs, two tasks: side by side, one thread each
+    assert runtime.plan_processes(None, 2, threads=2) == (1, 2)  # the caller fixed the threads: one process
+    assert runtime.plan_processes(1, 2) == (1, 1)
+    assert runtime.plan_processes(4, 2) == (2, 1)  # never more processes than tasks
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 8)
+    assert runtime.plan_processes(None, 2) == (2, 4)
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 1)
+    assert runtime.plan_processes(None, 2) == (1, 1)
+    with pytest.raises(InputError, match="--jobs must be >= 1"):
+        runtime.plan_processes(0, 2)

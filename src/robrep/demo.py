@@ -31,7 +31,6 @@ from typing import Any
 import torch
 
 from .data import ImageData, load_dataset
-from .errors import InputError
 from .evaluate import evaluate
 from .io.atomic import atomic_write_json
 from .models import RobrepModel
@@ -370,26 +369,6 @@ def _demo_data(s: DemoSizes, seed: int) -> tuple[ImageData, ImageData]:
     return tr.fraction(s.train_fraction, seed=seed), te.head(s.test_n)
 
 
-def _plan_jobs(jobs: int | None, threads: int | None, device: str, n_models: int) -> tuple[int, int]:
-    """(processes, threads per process) for the models of the demo.
-
-    ``jobs=None`` (automatic): on a CPU with at least two usable CPUs and no thread count fixed by
-    the caller, the models run side by side in separate processes with one thread each (small CNNs
-    gain little from a second intra-op thread, and independent processes keep their speed on a
-    busy machine, where synchronising threads lose it); else one process.
-    """
-    from .runtime import available_cpus
-
-    cpus = available_cpus()
-    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    if jobs is None:
-        jobs = min(n_models, cpus) if on_cpu and threads is None and cpus >= 2 else 1
-    if int(jobs) < 1:
-        raise InputError(f"--jobs must be >= 1, got {jobs}")
-    jobs = min(int(jobs), n_models)
-    return jobs, max(1, (threads or cpus) // jobs) if jobs > 1 else (threads or 1)
-
-
 def _model_job(name: str, objective: str, run_dir: Path, s: DemoSizes, fast: bool, device: str, seed: int,
                precision: str, attack: str, threads: int) -> dict[str, Any]:
     """One model of the demo in a worker process (spawned: loads its own data, sets its threads)."""
@@ -432,7 +411,7 @@ def run_demo(out: str | Path = "robrep-demo", *, fast: bool = False, device: str
     """
     from .attacks import ATTACKS, get_protocol, is_protocol
     from .report.html import write_report
-    from .runtime import configure_threads
+    from .runtime import configure_threads, plan_processes
 
     ATTACKS.get(attack)  # unknown names list the attacks before any training
     log = log or (lambda s: None)
@@ -447,7 +426,7 @@ def run_demo(out: str | Path = "robrep-demo", *, fast: bool = False, device: str
                                "threads": torch.get_num_threads(), "models": {},
                                "attack": {"name": attack, **({"protocol_version": get_protocol(attack).version} if is_protocol(attack) else {})}}
     models = (("standard", "standard"), ("robust", "pgd"))
-    jobs, per_job = _plan_jobs(jobs, threads, device, len(models))
+    jobs, per_job = plan_processes(jobs, len(models), threads=threads, device=device)
     summary["jobs"] = {"processes": jobs, "threads_per_process": per_job if jobs > 1 else torch.get_num_threads()}
     for name, _ in models:
         runs[name] = out / name

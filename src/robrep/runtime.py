@@ -37,6 +37,7 @@ __all__ = [
     "busy_cpus_now",
     "configure_threads",
     "pick_threads",
+    "plan_processes",
     "resolve_precision",
     "set_precision",
     "settings",
@@ -141,6 +142,24 @@ def pick_threads(cpus: int | None = None, load: float | None = None, machine_cpu
     machine = machine_cpus or os.cpu_count() or cpus
     others = float(load) * min(1.0, cpus / max(machine, 1))
     return int(max(1, min(cpus, math.floor(cpus - others + 0.5))))
+
+
+def plan_processes(jobs: int | None, n_tasks: int, *, threads: int | None = None, device: str = "cpu") -> tuple[int, int]:
+    """(processes, threads per process) for ``n_tasks`` independent tasks (e.g. the demo's models).
+
+    ``jobs=None`` (automatic): on a CPU with at least two usable CPUs and no thread count fixed by
+    the caller, the tasks run side by side in separate processes sharing the CPUs (small models
+    gain little from a second intra-op thread, and independent single-thread processes keep their
+    speed on a busy machine, where synchronising threads lose it); else one process.
+    """
+    cpus = available_cpus()
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if jobs is None:
+        jobs = min(n_tasks, cpus) if on_cpu and threads is None and cpus >= 2 else 1
+    if int(jobs) < 1:
+        raise InputError(f"--jobs must be >= 1, got {jobs}")
+    jobs = min(int(jobs), max(1, n_tasks))
+    return jobs, (max(1, (threads or cpus) // jobs) if jobs > 1 else (threads or 1))
 
 
 def _warn_once(key: str, msg: str) -> None:
