@@ -50,7 +50,7 @@ SHRINK_BY_COMMAND: dict[str, dict[str, Any]] = {
 }
 N_BY_COMMAND = {"certify": 64, "eval": 8, "semantic": 2}  # `--n` means samples for certify, images elsewhere
 PROFILE_TINY = ["probe_train_n=64", "test_n=128", "probe_eval_n=8", "probe_eval_steps=2", "mi_n=128", "mi_critics=1",
-                "mi_critic_hidden=16", "mi_steps=3", "mi_batch=32", "mi_attack_steps=1", "mi_eval_attack_steps=1",
+                "mi_critic_hidden=16", "mi_steps=3", "mi_batch=8", "mi_attack_steps=1", "mi_eval_attack_steps=1",
                 "mi_eval_batches=1", "synbench_n=32", "sensitivity_n=4", "sensitivity_steps=2", "cert_n=2",
                 "cert_n0=8", "cert_samples=16", "picture_n=2", "vis_steps=2", "smoothgrad_samples=2"]
 GRAY_28 = {"mnist", "fashion-mnist"}
@@ -105,7 +105,7 @@ def _timm_file(root: Path, name: str) -> None:
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("guide-inputs")
     _tiny_models(root)
-    _tiny_image_folder(root / "images", {"train": 4, "test": 2})
+    _tiny_image_folder(root / "images", {"train": 4, "test": 7})  # 70 test images: a profile's held-out split
     return root
 
 

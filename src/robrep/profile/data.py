@@ -112,7 +112,9 @@ def pick(data: ImageData, n: int, seed: int = 0, *, mixed: bool = False) -> tupl
     else:
         idx = torch.arange(n)
         how = "first" if n < len(data) else "all"
-    out = data.subset(idx) if n < len(data) or mixed and how == "stratified" else data  # type: ignore[attr-defined]
+    if not (n < len(data) or mixed and how == "stratified"):
+        return data, idx  # all of it, in order: ``data`` itself, its own record of how it was chosen untouched
+    out = data.subset(idx)  # type: ignore[attr-defined]
     try:
         out.selection = {"n": n, "of": len(data), "method": how, "seed": int(seed) if how == "stratified" else None}
     except AttributeError:  # pragma: no cover
