@@ -151,10 +151,18 @@ class Walk:
         out = []
         for v in values:
             if any(ch in v for ch in "*?["):
-                out += sorted(glob.glob(v)) or sorted(str(p.parent) for p in self.work.rglob("card.json"))
+                out += sorted(glob.glob(v)) or self._cards_of_one_dataset()
             else:
                 out.append(v)
         return out
+
+    def _cards_of_one_dataset(self) -> list[str]:
+        """The cards this walk made on the data set of the newest one (compare refuses mixed data)."""
+        import json
+
+        cards = sorted(self.work.rglob("card.json"), key=lambda p: p.stat().st_mtime)
+        name = lambda p: json.loads(p.read_text())["dataset"]["name"]  # noqa: E731
+        return sorted(str(p.parent) for p in cards if name(p) == name(cards[-1])) if cards else []
 
     def shrink(self, args: Any) -> None:
         for key, value in vars(args).items():
