@@ -120,6 +120,24 @@ class _Bf16Copy(nn.Module):
         return self.net(x).float()
 
 
+class _Fp32ChannelsLastCopy(nn.Module):
+    """A float32 copy of the model with its 4-D weights channels-last (NHWC), parameters frozen,
+    images made channels-last on entry: the same float32 function, evaluated in the layout
+    oneDNN's convolutions run fastest in (input-gradient passes of the small MNIST CNN 1.3x
+    faster than in the default layout). Used for the gradient passes of the float32 re-check;
+    its successes are confirmed on the model itself."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        net = copy.deepcopy(model)
+        for prm in net.parameters():
+            prm.requires_grad_(False)
+        self.net = net.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.contiguous(memory_format=torch.channels_last))
+
+
 class Bf16Model(nn.Module):
     """``model`` computed in bfloat16 with float32 outputs: a bf16 copy of its weights
     (channels-last where 4-D) applied to the bf16-cast input, ``Bf16Model(model)(x) =
@@ -229,6 +247,7 @@ def recheck_fp32(
     steps: int = 1,
     step_size: float | None = None,
     hint: torch.Tensor | None = None,
+    grad_model: nn.Module | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Float32 verdicts at ``x_start`` and a short float32 PGD from it on the examples not broken.
 
@@ -240,6 +259,9 @@ def recheck_fp32(
         hint: (B,) bool, examples expected broken already (e.g. the bf16 flags): they are
             judged by one forward pass without a gradient first; the others start with a
             gradient pass. Only a cost hint: the verdicts are the same without it.
+        grad_model: another float32 evaluation of ``model`` (e.g. a channels-last copy) for the
+            gradient passes; a success it finds counts only once ``model``'s own float32 logits
+            confirm it (one forward pass of those examples).
 
     Returns:
         ``(x_adv, loss, success, queries)``: per example the first float32-confirmed success,
@@ -267,9 +289,11 @@ def recheck_fp32(
             if todo.numel() == 0:
                 break
             ts, x0 = target[todo], x[todo]
+            confirm = False
             if k < steps:
                 xs = xs.detach().requires_grad_(True)
-                out = model(xs)
+                out = (grad_model or model)(xs)
+                confirm = grad_model is not None
                 lval = loss_fn(out, ts)
                 (grad,) = torch.autograd.grad(-lval.sum() if targeted else lval.sum(), xs)
                 xs = xs.detach()
@@ -278,6 +302,10 @@ def recheck_fp32(
                     out = model(xs)
                     lval = loss_fn(out, ts)
             s = _verdict(out, ts, targeted) if classification else torch.zeros(len(todo), dtype=torch.bool, device=x.device)
+            if confirm and bool(s.any()):  # the model's own float32 logits decide
+                sidx = torch.nonzero(s).flatten()
+                with torch.no_grad():
+                    s[sidx] = _verdict(model(xs[sidx]), ts[sidx], targeted)
             tracker.update(xs, lval.detach(), s, todo)
             queries += 1
             if k == steps:
@@ -360,8 +388,14 @@ def with_precision(
         if alpha is None:
             steps = _attack_kw(attack, kw, "steps", None)
             alpha = default_step_size(threat, int(steps)) if steps else threat.eps / 4
+        fast = None
+        if cl and recheck_steps > 0:
+            try:
+                fast = _Fp32ChannelsLastCopy(model)
+            except Exception:  # not copyable: the re-check runs on the model itself
+                fast = None
         x_adv, lval, success, q = recheck_fp32(model, x.detach(), target, threat, res.x_adv.contiguous(), loss=loss, targeted=targeted,
-                                               steps=recheck_steps, step_size=alpha, hint=res.success)
+                                               steps=recheck_steps, step_size=alpha, hint=res.success, grad_model=fast)
         return AttackResult(x_adv, lval, success, res.queries + q)
 
     functools.update_wrapper(run, attack) if hasattr(attack, "__name__") else None
