@@ -181,6 +181,11 @@ def test_plan_processes(monkeypatch) -> None:
     assert runtime.plan_processes(None, 2, threads=2) == (1, 2)  # the caller fixed the threads: one process
     assert runtime.plan_processes(1, 2) == (1, 1)
     assert runtime.plan_processes(4, 2) == (2, 1)  # never more processes than tasks
+    assert runtime.plan_processes(None, 14, per_cpu=2) == (4, 1)  # many short tasks: two one-thread processes per CPU
+    assert runtime.plan_processes(None, 3, per_cpu=2) == (3, 1)
+    assert runtime.plan_processes(None, 14, threads=1, per_cpu=2) == (1, 1)
+    with pytest.raises(InputError, match="per_cpu"):
+        runtime.plan_processes(None, 2, per_cpu=0)
     monkeypatch.setattr(runtime, "available_cpus", lambda: 8)
     assert runtime.plan_processes(None, 2) == (2, 4)
     monkeypatch.setattr(runtime, "available_cpus", lambda: 1)

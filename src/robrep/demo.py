@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,8 @@ from .train import TrainConfig, train
 __all__ = ["DemoResult", "DemoSizes", "FAST", "FULL", "run_demo", "DEMO_EPS", "summary_table"]
 
 DEMO_EPS = 0.1  # linf radius on Fashion-MNIST pixels
+#: one-thread worker processes per usable CPU when the demo picks its processes (see run_demo)
+WORKERS_PER_CPU = 2
 
 
 @dataclass(frozen=True)
@@ -148,23 +149,6 @@ def _first_of_class(data: ImageData, classes: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([h[0, 0] if len(h) else torch.tensor(0) for h in hits])  # a missing class shows image 0
 
 
-class _Stages:
-    """Times the stages of one model and logs them (``with stages("name"): ...``)."""
-
-    def __init__(self, name: str, log: Callable[[str], None]) -> None:
-        self.name, self.log = name, log
-        self.seconds: dict[str, float] = {}
-        self.cpu_seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        self.log(f"[demo] {self.name}: {stage} ...")
-        t, c = time.perf_counter(), time.process_time()
-        yield
-        self.seconds[stage] = round(time.perf_counter() - t, 2)
-        self.cpu_seconds[stage] = round(time.process_time() - c, 2)
-
-
 def _accuracy(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes, seed: int, precision: str = "fp32",
               attack: str = "pgd") -> dict[str, Any]:
     from .attacks import is_protocol
@@ -186,21 +170,26 @@ def _accuracy(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes,
     return out
 
 
-def _vulnerability(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes, seed: int,
-                   show: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def _vulnerability_settings(s: DemoSizes, seed: int) -> dict[str, Any]:
+    return dict(preset="standard", n_critics=s.mi_critics, steps=s.mi_steps, adv_steps=max(10, s.mi_steps // 3),
+                batch_size=s.mi_batch, attack_steps=s.mi_attack_steps, eval_attack_steps=s.mi_eval_attack_steps,
+                n_eval_batches=s.mi_eval_batches, seed=seed)
+
+
+def _vulnerability_layer(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes, seed: int,
+                         layer: str) -> dict[str, Any]:
+    """Vulnerability of one layer (seeded on its own: the same whichever layers ran before)."""
     from .info import vulnerability
     from .models import representation
 
     x = te.head(s.mi_n).tensors()[0]  # type: ignore[attr-defined]
-    kw: dict[str, Any] = dict(preset="standard", n_critics=s.mi_critics, steps=s.mi_steps, adv_steps=max(10, s.mi_steps // 3),
-                              batch_size=s.mi_batch, attack_steps=s.mi_attack_steps,
-                              eval_attack_steps=s.mi_eval_attack_steps, n_eval_batches=s.mi_eval_batches, seed=seed)
-    per_layer: dict[str, Any] = {}
-    for layer in progress(s.mi_layers, desc="vulnerability (layers)", total=len(s.mi_layers), enable=show):
-        torch.manual_seed(seed)
-        per_layer[layer] = vulnerability(representation(model, layer), x, thr, num_classes=te.info.num_classes,
-                                         layer=layer, **kw).to_dict()
-    head = per_layer["penultimate"] if "penultimate" in per_layer else per_layer[s.mi_layers[0]]
+    torch.manual_seed(seed)
+    return vulnerability(representation(model, layer), x, thr, num_classes=te.info.num_classes, layer=layer,
+                         **_vulnerability_settings(s, seed)).to_dict()
+
+
+def _vulnerability_summary(per_layer: dict[str, Any], kw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    head = per_layer["penultimate"] if "penultimate" in per_layer else next(iter(per_layer.values()))
     m = {"mi_clean": head["mi_clean"]["estimate"], "mi_worst": head["mi_worst"]["estimate"],
          "vulnerability": head["vulnerability"]["estimate"], "vulnerability_low": head["vulnerability"]["low"],
          "vulnerability_high": head["vulnerability"]["high"], "accuracy_bound": head["accuracy_bound"]["estimate"]}
@@ -317,50 +306,128 @@ def _pictures(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes,
             "feature_components": comps}
 
 
-def _run_model(name: str, objective: str, run_dir: Path, tr: ImageData, te: ImageData, thr: ThreatModel, s: DemoSizes, *,
-               fast: bool, device: str, seed: int, show_progress: bool, log: Callable[[str], None],
-               precision: str = "fp32", attack: str = "pgd") -> dict[str, Any]:
-    """Train one model into ``run_dir``, measure it, write its metrics.json and record.json."""
+@dataclass(frozen=True)
+class _Job:
+    """What every task of one demo run shares (sent to worker processes, so plain data only)."""
+
+    sizes: DemoSizes
+    fast: bool
+    device: str
+    seed: int
+    precision: str
+    attack: str
+    threads: int | None  # worker processes: their torch threads; None: a task run in this process
+    show_progress: bool
+    verbose: bool  # stage messages on stderr (worker processes)
+
+
+#: the measurements of one trained model in the order of its metrics.json (each a task; the
+#: vulnerability one task per layer)
+MEASURES = ("accuracy and robust accuracy", "representation vulnerability", "SynBench", "linear probe",
+            "randomized smoothing", "pictures")
+#: the order in which a pool starts a model's measurement tasks: longest first
+_LONGEST_FIRST = ("representation vulnerability", "randomized smoothing", "accuracy and robust accuracy", "linear probe",
+                  "pictures", "SynBench")
+
+
+def _device(device: str) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def _train_config(objective: str, job: _Job) -> TrainConfig:
     from .runtime import resolve_precision
 
-    bf16 = resolve_precision(precision, "cuda" if device == "auto" and torch.cuda.is_available() else
-                             ("cpu" if device == "auto" else device)) == "bf16"
-    cfg = TrainConfig(model="small-cnn", dataset="demo", objective=objective, eps=DEMO_EPS if objective != "standard" else 0.0,
-                      epochs=s.epochs, batch_size=64, lr=0.05, seed=seed, device=device, eval_n=0, amp=bf16, channels_last=bf16,
-                      objective_kwargs={"steps": s.train_attack_steps} if objective == "pgd" else {})
-    stage = _Stages(name, log)
-    with stage(f"training ({objective}, {s.epochs} epochs)"):
-        res = train(cfg, run_dir, train_data=tr, test_data=te, show_progress=show_progress)
-    model = res.model
-    model.eval()
+    bf16 = resolve_precision(job.precision, _device(job.device)) == "bf16"
+    s = job.sizes
+    return TrainConfig(model="small-cnn", dataset="demo", objective=objective, eps=DEMO_EPS if objective != "standard" else 0.0,
+                       epochs=s.epochs, batch_size=64, lr=0.05, seed=job.seed, device=job.device, eval_n=0, amp=bf16,
+                       channels_last=bf16, objective_kwargs={"steps": s.train_attack_steps} if objective == "pgd" else {})
+
+
+def _task(job: _Job, name: str, objective: str, run_dir: Path, stage: str, part: str = "") -> dict[str, Any]:
+    """One task of the demo: ``stage="training"`` trains the model into ``run_dir``; any other stage
+    of :data:`MEASURES` measures the trained model read back from ``run_dir/model.safetensors``.
+
+    Every task starts from the same seeded state and reads its inputs from disk, so its numbers do
+    not depend on which process runs it or what ran before it there. Returns ``metrics``, ``details``,
+    ``seconds``, ``cpu_seconds`` (and ``train_seconds`` and ``config`` for training)."""
+    import sys
+
+    from .models import load
+    from .runtime import configure_threads, set_precision
+
+    if job.threads is not None:  # a worker process: its own threads and precision
+        configure_threads(job.threads)
+        set_precision(job.precision)
+    if job.verbose:
+        print(f"[demo] {name}: {stage}{f' ({part})' if part else ''} ...", file=sys.stderr, flush=True)
+    t, c = time.perf_counter(), time.process_time()
+    s, seed, thr = job.sizes, job.seed, threat("linf", DEMO_EPS)
+    tr, te = _demo_data(s, seed)
+    torch.manual_seed(seed)
+    out: dict[str, Any] = {"metrics": {}, "details": None}
+    if stage == "training":
+        cfg = _train_config(objective, job)
+        res = train(cfg, run_dir, train_data=tr, test_data=te, show_progress=job.show_progress)
+        out |= {"train_seconds": res.seconds, "config": cfg.to_dict()}
+    else:
+        model = load(run_dir / "model.safetensors", device=_device(job.device)).eval()
+        if stage == "accuracy and robust accuracy":
+            out["metrics"] = _accuracy(model, te, thr, s, seed, job.precision, job.attack)
+        elif stage == "representation vulnerability":
+            out["details"] = _vulnerability_layer(model, te, thr, s, seed, part)
+        elif stage == "SynBench":
+            out["metrics"], out["details"] = _synbench(model, s, seed)
+        elif stage == "linear probe":
+            out["metrics"], out["details"] = _probe(model, tr, te, thr, s, seed, job.attack)
+        elif stage == "randomized smoothing":
+            out["metrics"], out["details"] = _certify(model, te, s, seed, run_dir, job.show_progress)
+        elif stage == "pictures":
+            out["metrics"] = _pictures(model, te, thr, s, seed, run_dir)
+        else:  # pragma: no cover - the stages are fixed above
+            raise ValueError(f"unknown demo stage {stage!r}")
+    out["seconds"], out["cpu_seconds"] = round(time.perf_counter() - t, 2), round(time.process_time() - c, 2)
+    return out
+
+
+def _tasks(s: DemoSizes) -> list[tuple[str, str]]:
+    """The (stage, part) measurement tasks of one model, longest first."""
+    parts = {"representation vulnerability": list(s.mi_layers)}
+    return [(st, part) for st in _LONGEST_FIRST for part in parts.get(st, [""])]
+
+
+def _write_model(name: str, objective: str, run_dir: Path, job: _Job, done: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """Gather one model's task results into its ``metrics.json`` and ``record.json``."""
+    s = job.sizes
+    trained = done[("training", "")]
     metrics: dict[str, Any] = {}
     details: dict[str, Any] = {}
-    with stage("accuracy and robust accuracy"):
-        metrics.update(_accuracy(model, te, thr, s, seed, precision, attack))
-    metrics["train_seconds"] = res.seconds
-    with stage("representation vulnerability"):
-        m, details["vulnerability"] = _vulnerability(model, te, thr, s, seed, show_progress)
-    metrics.update(m)
-    with stage("SynBench"):
-        m, details["synbench"] = _synbench(model, s, seed)
-    metrics.update(m)
-    with stage("linear probe"):
-        m, details["probe"] = _probe(model, tr, te, thr, s, seed, attack)
-    metrics.update(m)
-    with stage("randomized smoothing"):
-        m, details["certification"] = _certify(model, te, s, seed, run_dir, show_progress)
-    metrics.update(m)
-    with stage("pictures"):
-        pics = _pictures(model, te, thr, s, seed, run_dir)
-    details["pictures"] = {"feature_components": pics.pop("feature_components"), "brittle_eps": s.brittle_eps,
-                           "brittle_pairs": BRITTLE_PAIRS, "interp_pairs": INTERP_PAIRS}
-    metrics.update(pics)
-    metrics["stage_seconds"] = stage.seconds
-    metrics["stage_cpu_seconds"] = stage.cpu_seconds  # process CPU time: near the idle time on a loaded machine with 1 thread
+    seconds = {f"training ({objective}, {s.epochs} epochs)": trained["seconds"]}
+    cpu = {f"training ({objective}, {s.epochs} epochs)": trained["cpu_seconds"]}
+    for stage in MEASURES:
+        parts = [r for (st, _), r in done.items() if st == stage]
+        seconds[stage] = round(sum(r["seconds"] for r in parts), 2)
+        cpu[stage] = round(sum(r["cpu_seconds"] for r in parts), 2)
+        if stage == "representation vulnerability":
+            m, details["vulnerability"] = _vulnerability_summary({layer: done[(stage, layer)]["details"] for layer in s.mi_layers},
+                                                                 _vulnerability_settings(s, job.seed))
+        else:
+            m = dict(done[(stage, "")]["metrics"])
+            key = {"SynBench": "synbench", "linear probe": "probe", "randomized smoothing": "certification"}.get(stage)
+            if key is not None:
+                details[key] = done[(stage, "")]["details"]
+        if stage == "pictures":
+            details["pictures"] = {"feature_components": m.pop("feature_components"), "brittle_eps": s.brittle_eps,
+                                   "brittle_pairs": BRITTLE_PAIRS, "interp_pairs": INTERP_PAIRS}
+        metrics.update(m)
+        if stage == "accuracy and robust accuracy":
+            metrics["train_seconds"] = trained["train_seconds"]
+    metrics["stage_seconds"] = seconds
+    metrics["stage_cpu_seconds"] = cpu  # process CPU time: near the idle time on a loaded machine with 1 thread
     metrics["details"] = details
     atomic_write_json(run_dir / "metrics.json", metrics)
-    write_record(run_dir, "demo", cfg.to_dict(), metrics, demo={"eps": DEMO_EPS, "norm": "linf", "fast": fast, "sizes": asdict(s),
-                                                                      "attack": metrics["attack"]})
+    write_record(run_dir, "demo", trained["config"], metrics, demo={"eps": DEMO_EPS, "norm": "linf", "fast": job.fast,
+                                                                    "sizes": asdict(s), "attack": metrics["attack"]})
     return metrics
 
 
@@ -369,19 +436,31 @@ def _demo_data(s: DemoSizes, seed: int) -> tuple[ImageData, ImageData]:
     return tr.fraction(s.train_fraction, seed=seed), te.head(s.test_n)
 
 
-def _model_job(name: str, objective: str, run_dir: Path, s: DemoSizes, fast: bool, device: str, seed: int,
-               precision: str, attack: str, threads: int) -> dict[str, Any]:
-    """One model of the demo in a worker process (spawned: loads its own data, sets its threads)."""
-    import sys
+def _run_in_pool(models: tuple[tuple[str, str], ...], runs: dict[str, Path], job: _Job, workers: int) -> dict[str, dict]:
+    """Every task of every model on a pool of ``workers`` spawned processes: the trainings first
+    (the adversarial one, the longest, first), each model's measurements as soon as it is trained,
+    longest first. Returns the task results per model."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from .runtime import configure_threads, set_precision
+    done: dict[str, dict[tuple[str, str], dict[str, Any]]] = {name: {} for name, _ in models}
+    objective = dict(models)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = {pool.submit(_task, job, name, objective[name], runs[name], "training"): (name, "training", "")
+                   for name, _ in sorted(models, key=lambda m: m[1] == "standard")}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                name, stage, part = pending.pop(fut)
+                done[name][(stage, part)] = fut.result()
+                if stage == "training":
+                    for st, pt in _tasks(job.sizes):
+                        pending[pool.submit(_task, job, name, objective[name], runs[name], st, pt)] = (name, st, pt)
+    return done
 
-    configure_threads(threads)
-    set_precision(precision)
-    tr, te = _demo_data(s, seed)
-    return _run_model(name, objective, run_dir, tr, te, threat("linf", DEMO_EPS), s, fast=fast, device=device, seed=seed,
-                      show_progress=False, log=lambda m: print(m, file=sys.stderr, flush=True), precision=precision,
-                      attack=attack)
+
+def _quiet(msg: str) -> None:
+    """The default ``log``: says nothing."""
 
 
 def run_demo(out: str | Path = "robrep-demo", *, fast: bool = False, device: str = "auto", seed: int = 0,
@@ -414,37 +493,36 @@ def run_demo(out: str | Path = "robrep-demo", *, fast: bool = False, device: str
     from .runtime import configure_threads, plan_processes
 
     ATTACKS.get(attack)  # unknown names list the attacks before any training
-    log = log or (lambda s: None)
+    log = log or _quiet
     configure_threads(threads, log=log)
     s = sizes or (FAST if fast else FULL)
     out = Path(out)
     t0 = time.time()
-    tr, te = _demo_data(s, seed)
-    thr = threat("linf", DEMO_EPS)
     runs: dict[str, Path] = {}
     summary: dict[str, Any] = {"eps": DEMO_EPS, "norm": "linf", "fast": fast, "sizes": asdict(s), "precision": precision,
                                "threads": torch.get_num_threads(), "models": {},
                                "attack": {"name": attack, **({"protocol_version": get_protocol(attack).version} if is_protocol(attack) else {})}}
     models = (("standard", "standard"), ("robust", "pgd"))
-    jobs, per_job = plan_processes(jobs, len(models), threads=threads, device=device)
+    n_tasks = len(models) * (1 + len(_tasks(s)))
+    jobs, per_job = plan_processes(jobs, n_tasks, threads=threads, device=device, per_cpu=WORKERS_PER_CPU)
     summary["jobs"] = {"processes": jobs, "threads_per_process": per_job if jobs > 1 else torch.get_num_threads()}
     for name, _ in models:
         runs[name] = out / name
     if jobs > 1:
-        log(f"robrep demo: the {len(models)} models run side by side in {jobs} processes, {per_job} thread"
-            f"{'s' if per_job > 1 else ''} each (--jobs 1 runs them one after the other)")
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futs = {name: pool.submit(_model_job, name, objective, runs[name], s, fast, device, seed, precision, attack, per_job)
-                    for name, objective in models}
-            for name, _ in models:
-                summary["models"][name] = futs[name].result()
+        log(f"robrep demo: {n_tasks} tasks (training, then each measurement of each model) on {jobs} worker processes, "
+            f"{per_job} thread{'s' if per_job > 1 else ''} each (--jobs 1 runs them one after the other in this process)")
+        job = _Job(s, fast, device, seed, precision, attack, per_job, False, log is not _quiet)
+        done = _run_in_pool(models, runs, job, jobs)
     else:
+        job = _Job(s, fast, device, seed, precision, attack, None, show_progress, False)
+        done = {}
         for name, objective in models:
-            summary["models"][name] = _run_model(name, objective, runs[name], tr, te, thr, s, fast=fast, device=device, seed=seed,
-                                                 show_progress=show_progress, log=log, precision=precision, attack=attack)
+            done[name] = {}
+            for stage, part in [("training", ""), *_tasks(s)]:
+                log(f"[demo] {name}: {stage}{f' ({part})' if part else ''} ...")
+                done[name][(stage, part)] = _task(job, name, objective, runs[name], stage, part)
+    for name, objective in models:
+        summary["models"][name] = _write_model(name, objective, runs[name], job, done[name])
     summary["seconds"] = time.time() - t0
     atomic_write_json(out / "summary.json", summary)
     report = write_report([runs["standard"], runs["robust"]], out / "report.html", title="robrep demo", notes=_notes(s, fast, attack))
