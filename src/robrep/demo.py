@@ -484,9 +484,11 @@ def run_demo(out: str | Path = "robrep-demo", *, fast: bool = False, device: str
             accuracy after each stage and the flags go into the metrics).
         threads: torch threads (None: keep the process's choice, or pick from the free CPUs:
             :func:`robrep.runtime.configure_threads`); the choice is logged.
-        jobs: processes for the two models (1: one after the other in this process; None: two
-            processes with one thread each where two CPUs are usable and ``threads`` is None, as
-            ``robrep demo`` does). The numbers do not depend on it beyond float rounding.
+        jobs: worker processes for the demo's tasks (each model's training, then each of its
+            measurements; 1: one after the other in this process; None: :data:`WORKERS_PER_CPU`
+            one-thread processes per usable CPU where two or more are usable and ``threads`` is
+            None, as ``robrep demo`` does). Every task is seeded on its own and reads the trained
+            model from disk, so the numbers do not depend on it (with one thread per process).
     """
     from .attacks import ATTACKS, get_protocol, is_protocol
     from .report.html import write_report

@@ -18,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_attack(p, "the robust-accuracy table (robust accuracy, its eps curve, the probe's adversarial accuracy; "
                   "pgd: PGD-20)")
     p.add_argument("--jobs", type=int, default=None,
-                   help="processes for the two models (default: 2 with one thread each where two CPUs are usable and "
-                        "--threads is not given, else 1)")
+                   help="worker processes for the demo's tasks (training and each measurement of each model; default: "
+                        "two one-thread processes per usable CPU where two or more CPUs are usable and --threads is not "
+                        "given, else 1: one after the other in this process)")
     add_runtime(p)
     p.set_defaults(func=run)
 
