@@ -6,6 +6,7 @@
     python benchmarks/bench_demo.py --beside        # with one CPU-bound job running beside the demo
     python benchmarks/bench_demo.py --compare       # alone, then beside a CPU-bound job: the ratio
     python benchmarks/bench_demo.py --precision fp32   # the demo's --precision (default: its own, auto)
+    python benchmarks/bench_demo.py --compare --jobs 2 # the demo's --jobs (default: its own choice)
 
 Runs the command exactly as a user does (``robrep demo --out DIR --quiet``, imports included),
 then prints the wall and CPU seconds of that process, the 1-minute load average before and after
@@ -39,7 +40,7 @@ def run_once(a: argparse.Namespace, beside: bool) -> dict:
     if a.out is None:
         tmp = out.parent
     cmd = [sys.executable, "-m", "robrep", "demo", "--out", str(out), "--quiet"] + (["--fast"] if a.fast else []) \
-        + (["--precision", a.precision] if a.precision else [])
+        + (["--precision", a.precision] if a.precision else []) + (["--jobs", str(a.jobs)] if a.jobs else [])
     job = busy_job() if beside else None
     if job is not None:
         time.sleep(2.0)  # let the job be running (and seen by the load average) first
@@ -79,19 +80,20 @@ def main() -> None:
     p.add_argument("--beside", action="store_true", help="run the demo beside one CPU-bound job")
     p.add_argument("--compare", action="store_true", help="run alone, then beside a CPU-bound job; print the ratio")
     p.add_argument("--precision", default=None, help="the demo's --precision (default: the demo's own default)")
+    p.add_argument("--jobs", type=int, default=None, help="the demo's --jobs: worker processes (default: the demo's own choice)")
     a = p.parse_args()
     if a.compare or a.beside:
         runs = ([run_once(a, False)] if a.compare else []) + [run_once(a, True)]
         if a.compare:
             print(f"beside / alone: {runs[1]['wall_s'] / runs[0]['wall_s']:.2f} (target <= 1.3)")
-        print(json.dumps({"fast": a.fast, "threads": a.threads, "precision": a.precision, "runs": runs}))
+        print(json.dumps({"fast": a.fast, "threads": a.threads, "precision": a.precision, "jobs": a.jobs, "runs": runs}))
         return
     tmp = None
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="bench-demo-")) / "demo"
     if a.out is None:
         tmp = out.parent
     cmd = [sys.executable, "-m", "robrep", "demo", "--out", str(out), "--quiet"] + (["--fast"] if a.fast else []) \
-        + (["--precision", a.precision] if a.precision else [])
+        + (["--precision", a.precision] if a.precision else []) + (["--jobs", str(a.jobs)] if a.jobs else [])
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(a.threads)} if a.threads else {}))
