@@ -27,12 +27,12 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _need(name: str):  # type: ignore[no-untyped-def]
+def _need(name: str, split: str = "test"):  # type: ignore[no-untyped-def]
     import robrep
     from robrep.errors import DataNotFoundError
 
     try:
-        return robrep.load_dataset(name, "test")
+        return robrep.load_dataset(name, split)
     except DataNotFoundError as e:
         if os.environ.get("ROBREP_REQUIRE_DATA") == "1":
             pytest.fail(f"data set {name} missing in CI: {e}")
@@ -66,3 +66,54 @@ def tiny_trained(demo_data, tmp_path_factory):
     cfg = robrep.TrainConfig(model="small-cnn", dataset="demo", epochs=2, batch_size=64, lr=0.05, eval_n=0, seed=0)
     res = robrep.train(cfg, out, train_data=tr, show_progress=False)
     return res.model.eval(), out / "model.safetensors"
+
+
+# --- small adversarially trained models of the reproductions' data sets (shared by the attack tests)
+
+
+def _tiny_cnn() -> torch.nn.Module:
+    """ELU, not ReLU: a tiny ReLU CNN adversarially trained at MNIST's eps 0.3 learns dead units whose
+    input gradient is exactly zero on its 'robust' points (masked gradients, which the flags report)."""
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ELU(), nn.Conv2d(8, 16, 3, stride=2, padding=1),
+                         nn.ELU(), nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
+
+
+def train_tiny_robust(data, eps: float, steps: int = 250, seed: int = 0) -> torch.nn.Module:
+    """A tiny CNN adversarially trained (PGD-2, linf ``eps``) for ``steps`` Adam steps of 64 images."""
+    import robrep
+
+    torch.manual_seed(seed)
+    x, y = data.tensors()
+    x = x.float() / 255 if not x.is_floating_point() else x
+    model = _tiny_cnn()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    thr = robrep.threat("linf", eps)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        i = torch.randint(0, len(x), (64,), generator=g)
+        xa = robrep.attacks.pgd_perturb(model.eval(), x[i], y[i], thr, steps=2, step_size=1.25 * eps, generator=g)
+        loss = torch.nn.functional.cross_entropy(model.train()(xa), y[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def _train_test(name: str):  # type: ignore[no-untyped-def]
+    return _need(name, "train"), _need(name, "test")
+
+
+@pytest.fixture(scope="session")
+def mnist_model():
+    """(tiny CNN adversarially trained on MNIST at linf 0.3, MNIST test set)."""
+    tr, te = _train_test("mnist")
+    return train_tiny_robust(tr, 0.3), te
+
+
+@pytest.fixture(scope="session")
+def fmnist_model():
+    """(tiny CNN adversarially trained on Fashion-MNIST at linf 0.1, Fashion-MNIST test set)."""
+    tr, te = _train_test("fashion-mnist")
+    return train_tiny_robust(tr, 0.1), te

@@ -28,53 +28,6 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _tiny_cnn() -> nn.Module:
-    """ELU, not ReLU: a tiny ReLU CNN adversarially trained at MNIST's eps 0.3 learns dead units whose
-    input gradient is exactly zero on its 'robust' points (masked gradients, which the flags report)."""
-    return nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ELU(), nn.Conv2d(8, 16, 3, stride=2, padding=1),
-                         nn.ELU(), nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
-
-
-def _train(data, eps: float, steps: int = 250, seed: int = 0) -> nn.Module:
-    """A tiny CNN adversarially trained (PGD-2, linf ``eps``) for ``steps`` Adam steps of 64 images."""
-    torch.manual_seed(seed)
-    x, y = data.tensors()
-    x = x.float() / 255 if not x.is_floating_point() else x
-    model = _tiny_cnn()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    thr = robrep.threat("linf", eps)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        i = torch.randint(0, len(x), (64,), generator=g)
-        xa = robrep.attacks.pgd_perturb(model.eval(), x[i], y[i], thr, steps=2, step_size=1.25 * eps, generator=g)
-        loss = nn.functional.cross_entropy(model.train()(xa), y[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
-
-
-def _load(name: str):  # type: ignore[no-untyped-def]
-    from robrep.errors import DataNotFoundError
-
-    try:
-        return robrep.load_dataset(name, "train"), robrep.load_dataset(name, "test")
-    except DataNotFoundError as e:
-        pytest.skip(f"{name} not available: {e}")
-
-
-@pytest.fixture(scope="session")
-def mnist_model():
-    tr, te = _load("mnist")
-    return _train(tr, 0.3), te
-
-
-@pytest.fixture(scope="session")
-def fmnist_model():
-    tr, te = _load("fashion-mnist")
-    return _train(tr, 0.1), te
-
-
 def _images(te, n: int, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = next(iter(te.head(n).batches(n)))
     return x, y

@@ -188,6 +188,53 @@ def test_trained_mnist_auto_no_more_robust_than_fp32(mnist_cnn, mnist_test) -> N
     assert auto.robust_accuracy <= f32.robust_accuracy + 0.003
 
 
+@needs_bf16
+@pytest.mark.parametrize("which, eps", [("mnist_model", 0.3), ("fmnist_model", 0.1)])
+def test_adversarially_trained_auto_no_more_robust_than_fp32(which, eps, request) -> None:
+    """The reproductions' threat models (MNIST linf 0.3, Fashion-MNIST linf 0.1) on adversarially
+    trained CNNs: PGD-10 with ``auto`` leaves at most 0.3 points more robust than float32."""
+    model, te = request.getfixturevalue(which)
+    x, y = te.head(400).tensors()
+    kw = dict(threat=robrep.threat("linf", eps), seed=0, batch_size=200)
+    f32 = robrep.evaluate(model, (x, y), attack_kwargs={"steps": 10}, **kw)
+    auto = robrep.evaluate(model, (x, y), attack_kwargs={"steps": 10, "precision": "auto"}, **kw)
+    assert f32.clean_accuracy == auto.clean_accuracy
+    assert 0.1 < f32.robust_accuracy < 0.9  # the comparison discriminates
+    assert auto.robust_accuracy <= f32.robust_accuracy + 0.003
+
+
+@needs_bf16
+def test_cifar_shape_resnet_auto_no_more_robust_than_fp32(mnist_test) -> None:
+    """A CIFAR-shape (3x32x32) ResNet-18 of reduced width, trained briefly on MNIST digits as
+    three-channel 32x32 images (batch norm, residual blocks: the layers a CIFAR model has):
+    PGD-10 with ``auto`` leaves at most 0.3 points more robust than float32."""
+    tr = robrep.load_dataset("mnist", "train")
+
+    def rgb32(x: torch.Tensor) -> torch.Tensor:
+        x = x.float() / 255 if not x.is_floating_point() else x
+        return nn.functional.pad(x.expand(-1, 3, -1, -1), (2, 2, 2, 2))
+
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=10, input_shape=(3, 32, 32), width=8)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for step, (xb, yb) in enumerate(tr.batches(64, shuffle=True, generator=torch.Generator().manual_seed(0))):
+        loss = nn.functional.cross_entropy(model(rgb32(xb)), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step == 59:
+            break
+    model.eval()
+    x, y = mnist_test.head(256).tensors()
+    kw = dict(threat=robrep.threat("linf", 4 / 255), seed=0, batch_size=128)
+    f32 = robrep.evaluate(model, (rgb32(x), y), attack_kwargs={"steps": 10}, **kw)
+    auto = robrep.evaluate(model, (rgb32(x), y), attack_kwargs={"steps": 10, "precision": "auto"}, **kw)
+    assert f32.clean_accuracy == auto.clean_accuracy > 0.5
+    assert 0.1 < f32.robust_accuracy < f32.clean_accuracy - 0.05  # the comparison discriminates
+    assert auto.robust_accuracy <= f32.robust_accuracy + 0.003
+
+
 # --- bad input
 
 
