@@ -119,7 +119,7 @@ def test_card_numbers_equal_individual_commands(card_run, capsys) -> None:
     kw = vulnerability_kwargs(b, 3)
     assert main(["vulnerability", *same_threads, "--checkpoint", str(ckpt), "--layer", "penultimate", "--eps", str(EPS), "--n", str(b.mi_n),
                  "--critic", "mlp", "--critic-hidden", str(b.mi_critic_hidden), "--n-critics", str(b.mi_critics),
-                 "--steps", str(b.mi_steps), "--batch-size", str(b.mi_batch), "--lr", str(kw["lr"]),
+                 "--steps", str(b.mi_steps), "--adv-steps", str(b.mi_adv_steps), "--batch-size", str(b.mi_batch), "--lr", str(kw["lr"]),
                  "--attack-steps", str(b.mi_attack_steps), "--eval-attack-steps", str(b.mi_eval_attack_steps),
                  "--eval-batches", str(b.mi_eval_batches), "--seed", "3", "--json", "--quiet"]) == 0
     vu = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -176,6 +176,25 @@ class _Const(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.c.expand(len(x), -1) + 0.0 * x.flatten(1).sum(1, keepdim=True)
         return self.fc(z)
+
+
+def test_budget_sets_the_worst_case_critic_steps() -> None:
+    """``mi_adv_steps`` caps the worst-case critics' fine-tuning (each fold's steps, after the
+    clean ones in ``steps_run``); the estimator's own default (100, early stopping every 25
+    steps) would run at least 25."""
+    from robrep.data import load_dataset
+    from robrep.info import vulnerability
+    from robrep.models import representation
+
+    b = TINY.with_(mi_n=40, mi_batch=8, mi_steps=3, mi_adv_steps=2)
+    kw = vulnerability_kwargs(b, 0)
+    assert kw["steps"] == 3 and kw["adv_steps"] == 2
+    torch.manual_seed(0)
+    rep = representation(create_model("small-cnn", dataset="demo").eval(), "penultimate")
+    v = vulnerability(rep, load_dataset("demo", "test").head(b.mi_n), threat("linf", EPS), **kw)
+    folds = len(v.mi_clean.steps_run)
+    assert v.mi_worst.steps_run[folds:] == (2,) * folds, v.mi_worst.steps_run
+    assert TINY.mi_adv_steps == 100 and TINY.with_(mi_adv_steps=7).to_dict()["mi_adv_steps"] == 7
 
 
 def test_input_ignoring_representation_has_zero_vulnerability_and_synbench_floor(tmp_path) -> None:
