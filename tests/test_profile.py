@@ -36,7 +36,7 @@ from robrep.threats import threat
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 TINY = QUICK.with_(name="tiny", probe_train_n=200, test_n=128, probe_eval_n=24, probe_eval_steps=3, mi_n=128, mi_critics=2,
-                   mi_critic_hidden=32, mi_steps=6, mi_batch=32, mi_attack_steps=1, mi_eval_attack_steps=2, mi_eval_batches=1,
+                   mi_critic_hidden=32, mi_steps=6, mi_adv_steps=6, mi_batch=32, mi_attack_steps=1, mi_eval_attack_steps=2, mi_eval_batches=1,
                    synbench_scales=(1.0, 3.0), synbench_n=48, sensitivity_n=12, sensitivity_steps=3, cert_n=6, cert_n0=16,
                    cert_samples=40, picture_n=2, vis_steps=3, smoothgrad_samples=2)
 EPS = 0.1
@@ -194,7 +194,7 @@ def test_budget_sets_the_worst_case_critic_steps() -> None:
     v = vulnerability(rep, load_dataset("demo", "test").head(b.mi_n), threat("linf", EPS), **kw)
     folds = len(v.mi_clean.steps_run)
     assert v.mi_worst.steps_run[folds:] == (2,) * folds, v.mi_worst.steps_run
-    assert TINY.mi_adv_steps == 100 and TINY.with_(mi_adv_steps=7).to_dict()["mi_adv_steps"] == 7
+    assert QUICK.mi_adv_steps == 100 and TINY.with_(mi_adv_steps=7).to_dict()["mi_adv_steps"] == 7
 
 
 def test_input_ignoring_representation_has_zero_vulnerability_and_synbench_floor(tmp_path) -> None:
@@ -252,7 +252,7 @@ def test_invertible_linear_map_after_the_representation() -> None:
     from robrep.data import load_dataset
 
     x = load_dataset("demo", "test").head(256)
-    vk = vulnerability_kwargs(TINY.with_(mi_steps=25, mi_critics=3), 0)
+    vk = vulnerability_kwargs(TINY.with_(mi_steps=25, mi_adv_steps=100, mi_critics=3), 0)
     out = []
     for m in (base, general):
         torch.manual_seed(0)
