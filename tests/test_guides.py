@@ -13,6 +13,9 @@ reaches, with its sizes shrunk and its inputs replaced by small ones made here:
   ``timm:<name>@<file>`` finds a random-init file of that model written here;
 * ``torchrun ... -m robrep CMD`` runs as ``robrep CMD`` in one process (the multi-process runs
   are tested in test_distributed.py);
+* ``robrep profile`` runs with every budget size made tiny (``PROFILE_TINY``, passed as
+  ``--set``; a 224-px encoder still runs at 224 px, on the stand-in images resized as the card
+  states) and a protocol ``--attack`` (minutes at 224 px) becomes PGD;
 * a command the page shows failing (``robrep: error: MESSAGE`` on the next line) must fail with
   that message and exit status 2; every other command must succeed.
 
@@ -22,7 +25,6 @@ No command is skipped: a guide whose command cannot run here fails until the gui
 from __future__ import annotations
 
 import glob
-import os
 import re
 import shlex
 import shutil
@@ -36,9 +38,6 @@ from robrep.cli import build_parser, run_parsed
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDES = sorted(p.stem for p in (ROOT / "docs" / "guides").glob("*.md"))
-#: guides whose walk takes over ~15 CPU-seconds with one thread
-SLOW_GUIDES = {"profile"}
-
 SHRINK = {  # option -> tiny value, applied where the command has that option
     "epochs": 1, "eval_n": 16, "eval_steps": 2, "num": 2, "n0": 10, "chunk_size": 1,
     "steps": 3, "search_n": 16, "top_k": 2, "points": 3, "samples": 4, "n_train": 32, "n_test": 32,
@@ -50,10 +49,13 @@ SHRINK_BY_COMMAND: dict[str, dict[str, Any]] = {
     "transfer-sweep": {"seeds": 1, "fractions": 1, "targets": 1},  # lists: the first k items
 }
 N_BY_COMMAND = {"certify": 64, "eval": 8, "semantic": 2}  # `--n` means samples for certify, images elsewhere
-PROFILE_TINY = ["probe_train_n=64", "test_n=128", "probe_eval_n=8", "probe_eval_steps=2", "mi_n=128", "mi_critics=1",
-                "mi_critic_hidden=16", "mi_steps=3", "mi_batch=8", "mi_attack_steps=1", "mi_eval_attack_steps=1",
-                "mi_eval_batches=1", "synbench_n=32", "sensitivity_n=4", "sensitivity_steps=2", "cert_n=2",
-                "cert_n0=8", "cert_samples=16", "picture_n=2", "vis_steps=2", "smoothgrad_samples=2"]
+#: a profile's budget in the walks (every field that sets a size or a step count); mi_n = 20 is the
+#: least three-fold cross-fitting takes with batches of 4
+PROFILE_TINY = ["probe_train_n=64", "test_n=128", "probe_eval_n=8", "probe_eval_steps=2", "mi_n=20", "mi_critics=1",
+                "mi_critic_hidden=16", "mi_steps=3", "mi_adv_steps=3", "mi_batch=4", "mi_attack_steps=1",
+                "mi_eval_attack_steps=1", "mi_eval_batches=1", "synbench_n=16", "synbench_scales=0.5,2.5",
+                "sensitivity_n=4", "sensitivity_steps=2", "cert_n=2", "cert_n0=8", "cert_samples=16", "picture_n=2",
+                "vis_steps=2", "smoothgrad_samples=2"]
 GRAY_28 = {"mnist", "fashion-mnist"}
 COLOR = {"cifar10", "cifar100", "svhn", "colored-mnist"}
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".tar", ".bin")
@@ -184,7 +186,7 @@ class Walk:
         if args.command == "profile":
             args.set = [*args.set, *PROFILE_TINY]
             if args.dataset and args.dataset.startswith("imagefolder:") and "@" in args.dataset:
-                args.dataset = args.dataset.rpartition("@")[0] + "@32"  # a 224-px encoder at 32 px: the same code, 49x less work
+                args.dataset = args.dataset.rpartition("@")[0] + "@32"  # served at 32 px, resized to the encoder's input
             if getattr(args, "attack", None) not in (None, "pgd"):
                 args.attack = "pgd"  # a protocol keeps its own budgets (minutes at 224 px); tests/test_profile_stream.py runs one
         for k, v in SHRINK.items():
@@ -233,11 +235,7 @@ def test_every_guide_shows_commands_and_the_walk_covers_them() -> None:
         assert must <= commands[g], (g, must - commands[g])
 
 
-_SLOW = [pytest.mark.slow, pytest.mark.skipif(not os.environ.get("ROBREP_RUN_SLOW"),
-                                              reason="several CPU minutes (a 224-px ResNet-18 card): set ROBREP_RUN_SLOW=1")]
-
-
-@pytest.mark.parametrize("guide", [pytest.param(g, marks=_SLOW) if g in SLOW_GUIDES else g for g in GUIDES])
+@pytest.mark.parametrize("guide", GUIDES)
 def test_guide_commands_run_on_tiny_sizes(guide: str, inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     import torch

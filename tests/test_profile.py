@@ -36,7 +36,7 @@ from robrep.threats import threat
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 TINY = QUICK.with_(name="tiny", probe_train_n=200, test_n=128, probe_eval_n=24, probe_eval_steps=3, mi_n=128, mi_critics=2,
-                   mi_critic_hidden=32, mi_steps=6, mi_batch=32, mi_attack_steps=1, mi_eval_attack_steps=2, mi_eval_batches=1,
+                   mi_critic_hidden=32, mi_steps=6, mi_adv_steps=6, mi_batch=32, mi_attack_steps=1, mi_eval_attack_steps=2, mi_eval_batches=1,
                    synbench_scales=(1.0, 3.0), synbench_n=48, sensitivity_n=12, sensitivity_steps=3, cert_n=6, cert_n0=16,
                    cert_samples=40, picture_n=2, vis_steps=3, smoothgrad_samples=2)
 EPS = 0.1
@@ -119,7 +119,7 @@ def test_card_numbers_equal_individual_commands(card_run, capsys) -> None:
     kw = vulnerability_kwargs(b, 3)
     assert main(["vulnerability", *same_threads, "--checkpoint", str(ckpt), "--layer", "penultimate", "--eps", str(EPS), "--n", str(b.mi_n),
                  "--critic", "mlp", "--critic-hidden", str(b.mi_critic_hidden), "--n-critics", str(b.mi_critics),
-                 "--steps", str(b.mi_steps), "--batch-size", str(b.mi_batch), "--lr", str(kw["lr"]),
+                 "--steps", str(b.mi_steps), "--adv-steps", str(b.mi_adv_steps), "--batch-size", str(b.mi_batch), "--lr", str(kw["lr"]),
                  "--attack-steps", str(b.mi_attack_steps), "--eval-attack-steps", str(b.mi_eval_attack_steps),
                  "--eval-batches", str(b.mi_eval_batches), "--seed", "3", "--json", "--quiet"]) == 0
     vu = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -178,6 +178,25 @@ class _Const(nn.Module):
         return self.fc(z)
 
 
+def test_budget_sets_the_worst_case_critic_steps() -> None:
+    """``mi_adv_steps`` caps the worst-case critics' fine-tuning (each fold's steps, after the
+    clean ones in ``steps_run``); the estimator's own default (100, early stopping every 25
+    steps) would run at least 25."""
+    from robrep.data import load_dataset
+    from robrep.info import vulnerability
+    from robrep.models import representation
+
+    b = TINY.with_(mi_n=40, mi_batch=8, mi_steps=3, mi_adv_steps=2)
+    kw = vulnerability_kwargs(b, 0)
+    assert kw["steps"] == 3 and kw["adv_steps"] == 2
+    torch.manual_seed(0)
+    rep = representation(create_model("small-cnn", dataset="demo").eval(), "penultimate")
+    v = vulnerability(rep, load_dataset("demo", "test").head(b.mi_n), threat("linf", EPS), **kw)
+    folds = len(v.mi_clean.steps_run)
+    assert v.mi_worst.steps_run[folds:] == (2,) * folds, v.mi_worst.steps_run
+    assert QUICK.mi_adv_steps == 100 and TINY.with_(mi_adv_steps=7).to_dict()["mi_adv_steps"] == 7
+
+
 def test_input_ignoring_representation_has_zero_vulnerability_and_synbench_floor(tmp_path) -> None:
     model = wrap(_Const(), num_classes=10, input_shape=(1, 28, 28), mean=(0.5,), std=(0.5,))
     res = profile(model, "demo", out=tmp_path / "c", budget=TINY, threat=threat("linf", EPS), pictures=False)
@@ -233,7 +252,7 @@ def test_invertible_linear_map_after_the_representation() -> None:
     from robrep.data import load_dataset
 
     x = load_dataset("demo", "test").head(256)
-    vk = vulnerability_kwargs(TINY.with_(mi_steps=25, mi_critics=3), 0)
+    vk = vulnerability_kwargs(TINY.with_(mi_steps=25, mi_adv_steps=100, mi_critics=3), 0)
     out = []
     for m in (base, general):
         torch.manual_seed(0)

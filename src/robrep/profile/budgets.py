@@ -28,7 +28,9 @@ class Budget:
         mi_n: test images of the vulnerability estimate (the last 20 % held out).
         mi_critics: independent critics per MI estimate (the interval is over them).
         mi_critic_hidden: hidden width of the separable MLP critic.
-        mi_steps, mi_batch: critic training steps and batch size.
+        mi_steps, mi_batch: clean critic training steps and batch size.
+        mi_adv_steps: worst-case critic steps (the clean critics fine-tuned under attack; the
+            default preset's 100 in every named budget).
         mi_attack_steps: PGD steps while training the worst-case critic.
         mi_eval_attack_steps, mi_eval_batches: PGD steps on, and number of, held-out batches.
         synbench_scales: mean scales ||mu|| of the synthetic Gaussian mixtures.
@@ -68,6 +70,7 @@ class Budget:
     picture_n: int
     vis_steps: int
     smoothgrad_samples: int
+    mi_adv_steps: int = 100  # last, with a default: cards written before it existed ran 100
 
     def __post_init__(self) -> None:
         from ..errors import InputError

@@ -116,10 +116,10 @@ def check_layers(model: RobrepModel, layers: Sequence[str]) -> None:
 def vulnerability_kwargs(budget: Budget, seed: int) -> dict[str, Any]:
     """The keyword arguments of :func:`robrep.info.estimate_mi` / ``vulnerability`` of a budget
     (what ``robrep vulnerability --critic mlp --critic-hidden H --n-critics K --steps S
-    --batch-size B --lr 1e-3 --attack-steps A --eval-attack-steps E --eval-batches M`` passes; the
-    estimator and everything else come from the default preset, as for that command)."""
-    return dict(critic="mlp", n_critics=budget.mi_critics, steps=budget.mi_steps, batch_size=budget.mi_batch,
-                lr=1e-3, attack_steps=budget.mi_attack_steps, attack_step_size=None,
+    --adv-steps W --batch-size B --lr 1e-3 --attack-steps A --eval-attack-steps E --eval-batches M`` passes;
+    the estimator and everything else come from the default preset, as for that command)."""
+    return dict(critic="mlp", n_critics=budget.mi_critics, steps=budget.mi_steps, adv_steps=budget.mi_adv_steps,
+                batch_size=budget.mi_batch, lr=1e-3, attack_steps=budget.mi_attack_steps, attack_step_size=None,
                 eval_attack_steps=budget.mi_eval_attack_steps, n_eval_batches=budget.mi_eval_batches, seed=seed,
                 critic_kwargs={"hidden": budget.mi_critic_hidden})
 
