@@ -534,3 +534,20 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, mnist_model, capsys) -> None
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0], err
+
+
+def test_cli_eval_protocol_records_its_precision(tmp_path, capsys, mnist_test) -> None:
+    import json
+
+    from robrep.cli import main
+
+    torch.manual_seed(0)
+    ck = tmp_path / "m.safetensors"
+    robrep.save_model(ck, robrep.create_model("linear", num_classes=10, input_shape=(1, 28, 28)), {"dataset": "mnist"})
+    for prec in ("auto", "fp32"):
+        assert main(["eval", "--checkpoint", str(ck), "--eps", "0.1", "--attack", "fast", "--steps", "2", "--n", "8",
+                     "--precision", prec, "--threads", "1", "--quiet", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        want = "bf16" if prec == "auto" and BF16 else "fp32"
+        assert out["attack"]["precision_ran"] == want and out["attack"].get("precision", "fp32") == prec
+        assert list(out["stages"]) == ["clean", "apgd-ce", "apgd-t"]

@@ -25,6 +25,12 @@ rounding); on trained models robust accuracy with ``auto`` stays within a few te
 of float32's (tests/test_precision.py and ``docs/benchmarks/speed.md``).
 
 ``fp32`` returns the attack itself: results are bit-identical to the unwrapped attack.
+
+A protocol (``autoattack-standard``, ``fast``, ...) is not judged once at the end: a bf16 cascade
+would drop from its later stages the points bf16 called broken on a rounding error. It runs
+every stage on the bf16 model (:func:`bf16_attack_model`) and judges and re-checks every run of a
+stage in float32 with :class:`Fp32Check` (``run_protocol(..., precision=)``); ``with_precision``
+and ``create_attack`` hand a protocol its precision that way.
 """
 
 from __future__ import annotations
