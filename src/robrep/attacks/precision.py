@@ -271,7 +271,11 @@ class Fp32Check:
     2. every point not confirmed broken gets ``steps`` float32 gradient steps of the stage's
        objective (``loss``: ``"ce"``, ``"dlr"``, ``"dlr-targeted"`` towards ``y_target``,
        ``"margin"``, ``"margin-targeted"``), started from its point projected onto the ball, each
-       iterate judged from its float32 logits.
+       iterate judged from its float32 logits. The step (``step_size``, default ``eps / 10``) is
+       short because the start is close to the boundary already: a bf16 success's point, or the
+       best iterate of an APGD run whose step was halved a few times. On an adversarially trained
+       MNIST CNN (linf 0.3, 100 images) ``eps / 4`` left 3 images more robust than float32 after
+       APGD-CE, ``eps / 10`` and ``eps / 20`` left 1; after the cascade none.
 
     A point counts as broken only when float32 logits misclassify it (AutoAttack's verdict,
     also for targeted stages), so precision never adds a success; the re-check adds the ones
@@ -284,7 +288,7 @@ class Fp32Check:
         if steps < 0:
             raise InputError(f"recheck_steps must be >= 0, got {steps}")
         self.model, self.threat, self.steps, self.counter = model, threat, int(steps), counter
-        self.alpha = threat.eps / 4 if step_size is None else float(step_size)
+        self.alpha = threat.eps / 10 if step_size is None else float(step_size)
         self.losses = _recheck_losses()
         self.passes = {"grad": 0, "forward": 0}
 

@@ -234,7 +234,7 @@ def run_protocol(
             copy of the model, and after every run of a stage (each restart, each APGD-T / FAB-T
             target) :class:`~robrep.attacks.precision.Fp32Check` judges its points from float32
             logits and gives every point not confirmed broken ``recheck_steps`` float32 steps
-            (length ``recheck_step_size``, default ``eps / 4``) of the stage's objective from its
+            (length ``recheck_step_size``, default ``eps / 10``) of the stage's objective from its
             best iterate. Only float32-confirmed points leave the cascade, so a point bf16 called
             broken on a rounding error goes on to the next stage, and every verdict is float32.
 
