@@ -44,7 +44,7 @@ class EvalResult:
         per_class_clean, per_class_robust: accuracy for each label (class index -> fraction).
         threat: the threat model as a dict, attack: the attack name and its settings (for a
             protocol also ``protocol_version`` and ``precision_ran``: what its stages' passes ran
-            in, ``"fp32"`` or ``"bf16"``, with ``attack_kwargs={"precision": "auto"}``; verdicts
+            in, ``"fp32"`` or ``"bf16"``, when ``attack_kwargs`` sets ``precision``; verdicts
             are float32 either way).
         chunks_done: chunks merged into the result (1 for an unchunked evaluation).
         chunks_resumed: of those, chunks read back from the run folder instead of computed.
@@ -294,7 +294,8 @@ def _merge(parts: list[dict[str, Any]], threat: ThreatModel | None, attack: str,
         n=len(c), clean_accuracy=float(c.float().mean()), robust_accuracy=float(r.float().mean()) if r is not None else None,
         per_class_clean=pc, per_class_robust=pr, threat=threat.to_dict() if threat is not None else None,
         attack=({"name": attack, **(attack_kwargs or {})} | ({"protocol_version": proto["version"]} if proto else {})
-                | ({"precision_ran": ran} if ran else {})) if threat is not None else None,
+                | ({"precision_ran": ran} if ran and "precision" in (attack_kwargs or {}) else {}))
+        if threat is not None else None,
         chunks_done=len(parts), chunks_resumed=len(store.done) if store is not None else 0,
         stages=stage_acc, flags=tuple(f.to_dict() for f in flags), notes=tuple(notes),
     )
