@@ -183,7 +183,8 @@ def run_robrep(protocol: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     for name, broke in getattr(r, "stages", ()):
         stages[name] = float(ok.sum() - broke.sum()) / n
     stages["final"] = float(ok.sum() - r.success.sum()) / n
-    return {"stages": stages, "wall_s": wall, "cpu_s": cpu, "passes": vars(counter), "per_stage": per_stage,
+    return {"stages": stages, "wall_s": wall, "cpu_s": cpu, "passes": dict(getattr(r, "passes", {})) | vars(counter),
+            "precision_ran": getattr(r, "precision", precision), "per_stage": per_stage,
             "calls": {f"{s}/{k}": v for (s, k), v in (log.calls.items() if log else [])}}
 
 

@@ -337,6 +337,109 @@ def test_early_exit_keeps_every_verdict(mnist_model) -> None:
     assert torch.equal(a.success, b.success)
 
 
+# --- mixed precision: bf16 stages, float32 verdicts ------------------------------------------
+
+BF16 = robrep.runtime.bf16_supported("cpu")
+needs_bf16 = pytest.mark.skipif(not BF16, reason="this CPU has no native bf16 (AVX512-BF16/AMX): auto runs fp32")
+
+
+@needs_bf16
+@pytest.mark.parametrize("proto", ["autoattack-standard", "fast"])
+def test_auto_precision_verdicts_are_float32_and_as_strong_as_fp32(mnist_model, proto: str) -> None:
+    """On a trained MNIST CNN (linf 0.3, 100 images): every point the bf16 protocol calls broken is
+    misclassified by the float32 model inside the ball, and its robust accuracy is within 0.3 points of
+    float32's (with 100 images: no image more robust)."""
+    model, te = mnist_model
+    x, y = _images(te, 100, model)
+    with torch.no_grad():
+        ok = model(x).argmax(1) == y
+    idx = torch.nonzero(ok).flatten()
+    thr = robrep.threat("linf", 0.3)
+    kw = dict(seed=0, steps=STEPS, targets=TARGETS, queries=QUERIES)
+    f32 = run_protocol(proto, model, x[idx], y[idx], thr, **kw)
+    auto = run_protocol(proto, model, x[idx], y[idx], thr, precision="auto", **kw)
+    assert f32.precision == "fp32" and auto.precision == "bf16"
+    assert auto.passes["fp32_recheck_grad"] > 0  # the float32 re-check ran
+    with torch.no_grad():
+        pred = model(auto.x_adv).argmax(1)  # the float32 model itself, outside the protocol
+    assert torch.equal(auto.success, pred != y[idx])
+    assert bool(thr.contains(auto.x_adv, x[idx], tol=1e-6).all()) and auto.x_adv.min() >= 0 and auto.x_adv.max() <= 1
+    n = len(x)
+    rob32, rob_auto = (int(ok.sum() - r.success.sum()) / n for r in (f32, auto))
+    assert 0.05 < rob32 < 0.9  # the comparison discriminates
+    assert rob_auto <= rob32 + 0.003, (rob_auto, rob32)
+    for (_, b32), (_, ba) in zip(f32.stages, auto.stages):  # and after every stage, within a few images
+        assert int(b32.sum()) - int(ba.sum()) <= 3
+
+
+class _NearTie(nn.Module):
+    """Four logits ``(100, 100 + d(x), 0, 0)``, ``d(x) = c (mean(x) - m0)``: class 1 wins in float32 iff
+    ``mean(x) > m0``; bf16 rounds 100 and 100 + d to one value (spacing 0.5 there) and argmax reads 0."""
+
+    def __init__(self, m0: float, c: float = 0.4) -> None:
+        super().__init__()
+        self.fc = nn.Linear(28 * 28, 4)
+        with torch.no_grad():
+            self.fc.weight.zero_()
+            self.fc.weight[1].fill_(c / (28 * 28))
+            self.fc.bias.copy_(torch.tensor([100.0, 100.0 - c * m0, 0.0, 0.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+@needs_bf16
+def test_bf16_stage_success_refuted_in_float32_is_not_counted() -> None:
+    from robrep.attacks.precision import _Bf16Copy
+
+    x = torch.full((4, 1, 28, 28), 0.5)
+    y = torch.ones(4, dtype=torch.long)  # float32: class 1 everywhere in the ball (mean(x) >= 0.45 > m0)
+    m = _NearTie(m0=0.2).eval()
+    thr = robrep.threat("linf", 0.05)
+    kw = dict(seed=0, steps=3, targets=2, queries=20)
+    assert run_protocol("autoattack-standard", _Bf16Copy(m), x, y, thr, **kw).success.all()  # bf16 verdicts: all "broken"
+    res = run_protocol("autoattack-standard", m, x, y, thr, precision="bf16", **kw)
+    assert not res.success.any() and res.precision == "bf16"
+    assert not run_protocol("autoattack-standard", m, x, y, thr, **kw).success.any()  # float32 agrees
+
+
+@needs_bf16
+def test_bf16_stage_miss_is_caught_by_the_float32_recheck() -> None:
+    from robrep.attacks.precision import _Bf16Copy
+
+    x = torch.full((4, 1, 28, 28), 0.5)
+    y = torch.zeros(4, dtype=torch.long)  # float32: broken iff mean(x_adv) > 0.52, within eps 0.1 of x
+    m = _NearTie(m0=0.52).eval()
+    thr = robrep.threat("linf", 0.1)
+    kw = dict(seed=0, steps=3, targets=2)  # fast: APGD-CE, APGD-T (gradient stages, argmax verdicts)
+    assert run_protocol("fast", m, x, y, thr, **kw).success.all()
+    assert not run_protocol("fast", _Bf16Copy(m), x, y, thr, **kw).success.any()  # bf16 ties hide every success
+    res = run_protocol("fast", m, x, y, thr, precision="bf16", **kw)
+    assert res.success.all() and dict(res.stages)["apgd-ce"].all()  # caught at the first stage
+    with torch.no_grad():
+        assert (m(res.x_adv).argmax(1) != y).all()
+    assert bool(thr.contains(res.x_adv, x, tol=1e-6).all())
+    assert not run_protocol("fast", m, x, y, thr, precision="bf16", recheck_steps=0, **kw).success.any()
+
+
+def test_precision_fp32_is_the_protocol_and_auto_keeps_the_stages(mnist_model, monkeypatch) -> None:
+    model, te = mnist_model
+    x, y = _images(te, 30, model)
+    thr = robrep.threat("linf", 0.3)
+    kw = dict(steps=5, targets=2, queries=40)
+    a = run_protocol("autoattack-standard", model, x, y, thr, seed=1, **kw)
+    b = robrep.create_attack("autoattack-standard", precision="fp32")(model, x, y, thr, seed=1, **kw)
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.success, b.success) and a.passes == b.passes
+    monkeypatch.setattr(robrep.runtime, "bf16_supported", lambda device="cpu": False)  # auto: fp32 on such hardware
+    c = robrep.create_attack("autoattack-standard", precision="auto")(model, x, y, thr, seed=1, **kw)
+    assert torch.equal(a.x_adv, c.x_adv) and c.precision == "fp32" and [s for s, _ in c.stages] == [s for s, _ in a.stages]
+    res = robrep.evaluate(model, (x, y), threat=thr, attack="fast", attack_kwargs={"steps": 5, "precision": "auto"})
+    assert res.attack["precision"] == "auto" and res.attack["precision_ran"] == "fp32"
+    assert list(res.stages) == ["clean", "apgd-ce", "apgd-t"]
+    with pytest.raises(InputError, match="recheck_steps"):
+        run_protocol("fast", model, x, y, thr, precision="auto", recheck_steps=-1)
+
+
 # --- bad input -----------------------------------------------------------------------------
 
 
@@ -384,3 +487,22 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, mnist_model, capsys) -> None
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0], err
+
+
+def test_cli_eval_protocol_records_its_precision(tmp_path, capsys, mnist_test) -> None:
+    import json
+
+    from robrep.cli import main
+
+    torch.manual_seed(0)
+    ck = tmp_path / "m.safetensors"
+    robrep.save_model(ck, robrep.create_model("linear", num_classes=10, input_shape=(1, 28, 28)), {"dataset": "mnist"})
+    for prec in ("auto", "fp32"):
+        assert main(["eval", "--checkpoint", str(ck), "--eps", "0.1", "--attack", "fast", "--steps", "2", "--n", "8",
+                     "--precision", prec, "--threads", "1", "--quiet", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        if prec == "auto":
+            assert out["attack"]["precision"] == "auto" and out["attack"]["precision_ran"] == ("bf16" if BF16 else "fp32")
+        else:  # fp32: the protocol as it always ran, nothing added to its record
+            assert out["attack"] == {"name": "fast", "steps": 2, "protocol_version": "1"}
+        assert list(out["stages"]) == ["clean", "apgd-ce", "apgd-t"]

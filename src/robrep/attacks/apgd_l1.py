@@ -184,9 +184,11 @@ def apgd_l1_run(
     early_exit: bool = True,
     counter: Any = None,
     largereps: bool = False,
+    best: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One l1-APGD run (one restart) on every point of ``x``; returns ``(success (B,), x_adv)``,
-    ``x_adv`` a misclassified point within ``eps`` for the successful points and ``x`` elsewhere.
+    ``x_adv`` a misclassified point within ``eps`` for the successful points and ``x`` elsewhere
+    (``best=True``: the point of highest loss within ``eps`` elsewhere).
 
     ``rho`` and ``early_exit`` are accepted for the signature of the linf/l2 run and unused (the
     l1 schedule has no oscillation test; every point runs all iterations, as in the reference).
@@ -199,7 +201,7 @@ def apgd_l1_run(
     noise = _draw(x, generator)
     if not largereps:
         start = _moved(x, noise, eps)
-        _, broke, found = _single_run(net, x, y, eps, loss_fn, int(steps), start, True, y_target, eot_iter, counter)
+        start, broke, found = _single_run(net, x, y, eps, loss_fn, int(steps), start, True, y_target, eot_iter, counter)
     else:
         n = int(steps)
         epss = [3.0 * eps, 2.0 * eps, eps]
@@ -212,4 +214,4 @@ def apgd_l1_run(
             start = start + l1_box_correction(x, start - x, e).to(x.dtype)
             start, broke, found = _single_run(net, x, y, e, loss_fn, max(it, 0), start, False, y_target, eot_iter,
                                               counter)
-    return broke, torch.where(broke.view(-1, *([1] * (x.ndim - 1))), found, x)
+    return broke, torch.where(broke.view(-1, *([1] * (x.ndim - 1))), found, start if best else x)

@@ -40,6 +40,8 @@ from .pgd import AttackResult, _validate
 __all__ = ["apgd_t", "apgd_cascade", "apgd_run", "dlr_targeted_loss", "malt_targets", "PassCounter"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+# verify(x, y, success, points, loss=, y_target=) -> (success, points): float32 verdicts of a bf16 run
+Verify = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 def dlr_targeted_loss(z: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
@@ -120,9 +122,11 @@ def apgd_run(
     eot_iter: int = 1,
     early_exit: bool = True,
     counter: PassCounter | None = None,
+    best: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One APGD run (one restart) on every point of ``x``; returns ``(success (B,), x_adv)``
-    where ``x_adv`` is a misclassified iterate for the successful points and ``x`` elsewhere.
+    where ``x_adv`` is a misclassified iterate for the successful points and ``x`` elsewhere
+    (``best=True``: the iterate of highest loss elsewhere).
 
     Cost: ``(steps + 1) * eot_iter`` forward+backward passes per point still running."""
     n_iter = max(int(steps), 1)
@@ -206,6 +210,9 @@ def apgd_run(
                 grad = torch.where(ov, grad_best, grad)
                 k = max(k - size_decr, n_min)
                 counter3 = 0
+    if best:
+        rest = ~success[act]
+        x_out[act[rest]] = x_best[rest]
     return success, x_out
 
 
@@ -247,6 +254,7 @@ def apgd_cascade(
     check: bool = True,
     counter: PassCounter | None = None,
     largereps: bool = False,
+    verify: Verify | None = None,
 ) -> AttackResult:
     """APGD-CE / APGD-DLR as in AutoAttack, with early exit (``loss`` ``"ce"`` or ``"dlr"``); linf,
     l2, and l1 (l1-APGD, :mod:`robrep.attacks.apgd_l1`; ``largereps``: its 3 eps, 2 eps, eps schedule).
@@ -255,6 +263,8 @@ def apgd_cascade(
     gradient over that many calls of a randomized model (expectation over transformation,
     AutoAttack's ``rand`` version). Returns an :class:`AttackResult` whose ``success`` marks
     misclassified points; ``queries`` counts forward+backward passes per point at most.
+    ``verify`` (a mixed-precision protocol's :class:`robrep.attacks.precision.Fp32Check`) judges
+    every restart's outcome in float32 and re-checks the points not broken from their best iterate.
     """
     if check:
         _validate(model, x, threat, steps, restarts)
@@ -271,7 +281,10 @@ def apgd_cascade(
         if len(idx) == 0:
             break
         s, xa = run(model, x[idx], target[idx], loss_fn=_LOSSES[loss], steps=steps, rho=rho,
-                    generator=generator, eot_iter=eot_iter, early_exit=early_exit, counter=counter)
+                    generator=generator, eot_iter=eot_iter, early_exit=early_exit, counter=counter,
+                    best=verify is not None)
+        if verify is not None:
+            s, xa = verify(x[idx], target[idx], s, xa, loss=loss)
         success[idx[s]] = True
         x_adv[idx[s]] = xa[s]
     return AttackResult(x_adv, _final_loss(model, x_adv, target, counter), success, restarts * (steps + 1) * eot_iter)
@@ -319,6 +332,7 @@ def apgd_t(
     check: bool = True,
     counter: PassCounter | None = None,
     largereps: bool = False,
+    verify: Verify | None = None,
 ) -> AttackResult:
     """APGD-T: APGD on the targeted DLR loss for each of ``targets`` target classes, each on
     the points still robust (Croce & Hein 2020; AutoAttack's ``apgd-t``); linf, l2 and l1 (l1-APGD,
@@ -330,6 +344,8 @@ def apgd_t(
             :func:`robrep.attacks.protocols.clip_targets` to get the note).
         target_order: ``"logits"`` (the classes ranked 2nd, 3rd, ... by the clean logits, as the
             reference) or ``"malt"`` (nearest by the linear model of the logits).
+        verify: as in :func:`apgd_cascade`, after every target class (the re-check follows that
+            target's loss).
 
     Returns:
         :class:`AttackResult`; ``success`` = misclassified within the ball.
@@ -363,7 +379,10 @@ def apgd_t(
                 break
             yt = order[idx, k]
             s, xa = run(model, x[idx], target[idx], loss_fn=dlr_targeted_loss, steps=steps, rho=rho,
-                        y_target=yt, generator=generator, early_exit=early_exit, counter=counter)
+                        y_target=yt, generator=generator, early_exit=early_exit, counter=counter,
+                        best=verify is not None)
+            if verify is not None:
+                s, xa = verify(x[idx], target[idx], s, xa, loss="dlr-targeted", y_target=yt)
             success[idx[s]] = True
             x_adv[idx[s]] = xa[s]
     return AttackResult(x_adv, _final_loss(model, x_adv, target, counter), success, n_t * restarts * (steps + 1))

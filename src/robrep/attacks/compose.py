@@ -77,11 +77,15 @@ def create_attack(name: str, **defaults: Any) -> Attack:
 
     ``precision="auto"|"bf16"`` (default ``"fp32"``: the attack itself) runs it in bf16 autocast
     with float32 verdicts and a float32 re-check (:func:`robrep.attacks.precision.with_precision`);
-    ``recheck_steps=`` sets the re-check's length."""
+    ``recheck_steps=`` sets the re-check's length. A protocol takes these settings itself
+    (``run_protocol(..., precision=)``: bf16 stages, each judged and re-checked in float32, and
+    the per-stage result kept)."""
     from .precision import with_precision
 
+    fn = ATTACKS.get(name)
+    if is_protocol(name):
+        return functools.partial(fn, **defaults) if defaults else fn
     precision = defaults.pop("precision", "fp32")
     recheck = {k: defaults.pop(k) for k in ("recheck_steps", "recheck_step_size") if k in defaults}
-    fn = ATTACKS.get(name)
     fn = functools.partial(fn, **defaults) if defaults else fn
     return with_precision(fn, precision, **recheck)

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..threats import L2Ball, LinfBall, ThreatModel
-from .apgd_targeted import PassCounter, _draw, _normalize
+from .apgd_targeted import PassCounter, Verify, _draw, _normalize
 from .pgd import AttackResult, _validate
 
 __all__ = ["fab", "fab_t", "project_hyperplane_box"]
@@ -196,7 +196,7 @@ def _rand_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generat
 
 
 def _fab_attack(model, x, target, threat, *, targeted, steps, targets, restarts, alpha_max, eta, beta, early_exit,
-                generator, check, counter):  # type: ignore[no-untyped-def]
+                generator, check, counter, verify=None):  # type: ignore[no-untyped-def]
     if check:
         _validate(model, x, threat, steps, restarts)
     norm = _check(threat, "fab-t" if targeted else "fab")
@@ -230,6 +230,8 @@ def _fab_attack(model, x, target, threat, *, targeted, steps, targets, restarts,
             best, adv = _fab_run(grads, model, xs, ys, yt, eps, norm, steps=steps, alpha_max=alpha_max, eta=eta, beta=beta,
                                  start=start, early_exit=early_exit, counter=counter)
             ok = best <= eps
+            if verify is not None:  # float32 verdicts; the closest adversarial point found, projected, re-checked
+                ok, adv = verify(xs, ys, ok, adv, loss="margin-targeted" if targeted else "margin", y_target=yt)
             success[idx[ok]] = True
             x_adv[idx[ok]] = adv[ok]
             better = best < dist[idx]
@@ -253,6 +255,7 @@ def fab_t(
     generator: torch.Generator | None = None,
     check: bool = True,
     counter: PassCounter | None = None,
+    verify: Verify | None = None,
 ) -> AttackResult:
     """FAB-T: targeted FAB for the classes ranked 2nd .. ``targets + 1``-th by the clean logits,
     each on the points still robust (AutoAttack's ``fab-t``).
@@ -261,11 +264,13 @@ def fab_t(
         :class:`AttackResult` with ``success`` = an adversarial point within ``eps`` was found and
         ``loss`` = the smallest adversarial distance found (inf where none; with ``early_exit``
         the search stops at the first one within ``eps``, pass ``early_exit=False`` for the
-        minimal distance).
+        minimal distance). ``verify``: a mixed-precision protocol's float32 check of every run
+        (:class:`robrep.attacks.precision.Fp32Check`), re-checking from the closest adversarial
+        point found, projected onto the ball.
     """
     return _fab_attack(model, x, target, threat, targeted=True, steps=steps, targets=targets, restarts=restarts,
                        alpha_max=alpha_max, eta=eta, beta=beta, early_exit=early_exit, generator=generator, check=check,
-                       counter=counter)
+                       counter=counter, verify=verify)
 
 
 def fab(
@@ -283,9 +288,10 @@ def fab(
     generator: torch.Generator | None = None,
     check: bool = True,
     counter: PassCounter | None = None,
+    verify: Verify | None = None,
 ) -> AttackResult:
     """Untargeted FAB (nearest linearized boundary over all classes; ``C`` backward passes per
     step); restarts after the first start at a random point of half radius (AutoAttack+'s ``fab``)."""
     return _fab_attack(model, x, target, threat, targeted=False, steps=steps, targets=1, restarts=restarts,
                        alpha_max=alpha_max, eta=eta, beta=beta, early_exit=early_exit, generator=generator, check=check,
-                       counter=counter)
+                       counter=counter, verify=verify)

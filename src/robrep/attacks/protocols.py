@@ -48,6 +48,7 @@ from .apgd_targeted import PassCounter, apgd_cascade, apgd_t
 from .fab import fab, fab_t
 from .losses import cw_margin
 from .pgd import AttackResult, _validate
+from .precision import Fp32Check, bf16_attack_model
 from .square import square
 
 __all__ = ["CascadeResult", "Protocol", "PROTOCOLS", "STAGE_ATTACKS", "run_protocol", "get_protocol", "list_protocols",
@@ -110,8 +111,12 @@ class CascadeResult(AttackResult):
         randomized: (B,) bool only when the check ran on a randomized protocol: the output
             changed between two identical calls.
         notes: things the protocol adjusted (e.g. target counts clipped to ``C - 1``).
-        passes: example-passes spent (``grad``: forward+backward, ``forward``: forward only).
+        passes: example-passes spent (``grad``: forward+backward, ``forward``: forward only; with
+            bf16 stages also ``fp32_recheck_grad`` / ``fp32_recheck_forward``: the part of them
+            spent on float32 verdicts and re-checks).
         protocol: the protocol's ``to_dict()``.
+        precision: what the stages' passes ran in (``"fp32"`` or ``"bf16"``; the verdicts are
+            float32 either way).
     """
 
     stages: tuple[tuple[str, torch.Tensor], ...] = ()
@@ -120,6 +125,7 @@ class CascadeResult(AttackResult):
     notes: tuple[str, ...] = ()
     passes: dict[str, int] = field(default_factory=dict)
     protocol: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
 
 
 PROTOCOLS: Registry[Protocol] = Registry("attack protocol")
@@ -211,6 +217,9 @@ def run_protocol(
     eot_iter: int | None = None,
     check: bool = True,
     counter: PassCounter | None = None,
+    precision: str = "fp32",
+    recheck_steps: int = 3,
+    recheck_step_size: float | None = None,
 ) -> CascadeResult:
     """Run protocol ``name`` on ``(x, target)`` within ``threat``.
 
@@ -220,6 +229,14 @@ def run_protocol(
         generator, seed: the stage seed is ``seed`` when given, else one draw from ``generator``.
         steps, targets, queries, restarts, eot_iter: override the protocol's budgets (for quick
             runs and tests); ``targets`` above ``C - 1`` is clipped, with a note.
+        precision: ``fp32`` (default; the stages as they are), ``bf16`` or ``auto`` (bf16 where
+            the device has native bf16): every stage's gradient and forward passes run on a bf16
+            copy of the model, and after every run of a stage (each restart, each APGD-T / FAB-T
+            target) :class:`~robrep.attacks.precision.Fp32Check` judges its points from float32
+            logits and gives every point not confirmed broken ``recheck_steps`` float32 steps
+            (length ``recheck_step_size``, default ``eps / 10``) of the stage's objective from its
+            best iterate. Only float32-confirmed points leave the cascade, so a point bf16 called
+            broken on a rounding error goes on to the next stage, and every verdict is float32.
 
     Returns:
         :class:`CascadeResult`; ``success`` = broken by some stage; ``stages`` the cumulative
@@ -233,9 +250,14 @@ def run_protocol(
         raise InputError(f"square needs a query budget > 0, got {queries!r}; use e.g. queries=5000")
     if steps is not None and steps < 1:
         raise InputError(f"steps must be >= 1, got {steps}")
+    if recheck_steps < 0:
+        raise InputError(f"recheck_steps must be >= 0, got {recheck_steps}")
     x = x.detach()
     b = x.shape[0]
     counter = counter if counter is not None else PassCounter()
+    net = bf16_attack_model(model, x, precision) if b else None  # None: the stages run in float32
+    verify = (Fp32Check(model, threat, steps=recheck_steps, step_size=recheck_step_size, counter=counter)
+              if net is not None else None)
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()) if generator is not None else 0
     with torch.no_grad():
@@ -280,15 +302,22 @@ def run_protocol(
         idx = torch.nonzero(~success).flatten()
         if len(idx) > 0:
             g = torch.Generator(device="cpu").manual_seed(seed)
-            r = STAGE_ATTACKS[attack](model, x[idx], target[idx], threat, generator=g, check=False, counter=counter, **kw)
+            if verify is None:
+                r = STAGE_ATTACKS[attack](model, x[idx], target[idx], threat, generator=g, check=False, counter=counter, **kw)
+            else:
+                r = STAGE_ATTACKS[attack](net, x[idx], target[idx], threat, generator=g, check=False, counter=counter,
+                                          verify=verify, **kw)
             success[idx[r.success]] = True
             x_adv[idx[r.success]] = r.x_adv[r.success]
         stages.append((stage, success.clone()))
     with torch.no_grad():
         margin = -cw_margin(model(x_adv), target) if b else torch.zeros(0)
     counter.forward += b
+    passes = {"grad": counter.grad, "forward": counter.forward}
+    if verify is not None:
+        passes |= {"fp32_recheck_grad": verify.passes["grad"], "fp32_recheck_forward": verify.passes["forward"]}
     return CascadeResult(x_adv, margin, success, counter.grad + counter.forward, tuple(stages), grad_bad, randomized,
-                         tuple(notes), {"grad": counter.grad, "forward": counter.forward}, proto.to_dict())
+                         tuple(notes), passes, proto.to_dict(), "fp32" if verify is None else "bf16")
 
 
 def protocol_attack(name: str) -> Callable[..., CascadeResult]:

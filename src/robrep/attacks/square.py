@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..threats import L2Ball, LinfBall, ThreatModel
-from .apgd_targeted import PassCounter
+from .apgd_targeted import PassCounter, Verify
 from .pgd import AttackResult, _validate
 
 __all__ = ["square", "p_selection"]
@@ -100,6 +100,7 @@ def square(
     check: bool = True,
     counter: PassCounter | None = None,
     steps: int | None = None,
+    verify: Verify | None = None,
 ) -> AttackResult:
     """Square Attack, untargeted, on the margin loss (AutoAttack's ``square``).
 
@@ -107,6 +108,8 @@ def square(
         queries: forward passes per point and restart (5,000 in AutoAttack's standard).
         p_init: initial share of pixels per window (0.8).
         steps: ignored (accepted so that protocols can pass one budget to every stage).
+        verify: a mixed-precision protocol's float32 check of each restart's outcome (as in
+            :func:`robrep.attacks.apgd_targeted.apgd_cascade`), from the best point found.
 
     Returns:
         :class:`AttackResult`; ``success`` = misclassified, ``loss`` = final margin,
@@ -129,6 +132,8 @@ def square(
             break
         run = _square_linf if isinstance(threat, LinfBall) else _square_l2
         s, xa = run(model, x[idx], target[idx], float(threat.eps), queries, p_init, _Rng(generator, x.device), counter)
+        if verify is not None:
+            s, xa = verify(x[idx], target[idx], s, xa, loss="margin")
         success[idx[s]] = True
         x_adv[idx[s]] = xa[s]
     with torch.no_grad():

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         kw["targets"], note = clip_targets(args.targets, nc, args.attack)
         if note:
             log(f"note: {note}")
-    if args.precision != "fp32" and thr is not None and not is_protocol(args.attack):  # fp32: the attack itself
+    if args.precision != "fp32" and thr is not None:  # fp32: the attack itself; protocols: bf16 stages, float32 verdicts
         kw["precision"] = args.precision
     chunk = args.chunk_size if args.chunk_size is not None else (500 if args.out else None)
     res = evaluate(model, data, threat=thr, attack=args.attack, attack_kwargs=kw, batch_size=args.batch_size, n=None,

@@ -42,7 +42,10 @@ class EvalResult:
         robust_accuracy: fraction classified correctly *and* not broken by the attack
             (None when no threat model was given).
         per_class_clean, per_class_robust: accuracy for each label (class index -> fraction).
-        threat: the threat model as a dict, attack: the attack name and its settings.
+        threat: the threat model as a dict, attack: the attack name and its settings (for a
+            protocol also ``protocol_version`` and ``precision_ran``: what its stages' passes ran
+            in, ``"fp32"`` or ``"bf16"``, when ``attack_kwargs`` sets ``precision``; verdicts
+            are float32 either way).
         chunks_done: chunks merged into the result (1 for an unchunked evaluation).
         chunks_resumed: of those, chunks read back from the run folder instead of computed.
         stages: for a protocol (``autoattack-standard``, ``fast``, ...): robust accuracy after
@@ -219,6 +222,7 @@ def _eval_chunk(model: nn.Module, chunk_batches: Callable[[int, int], Iterable[t
     stages: dict[str, list[torch.Tensor]] = {}
     grad_bad, attacked, randomized = 0, 0, 0
     notes: list[str] = []
+    ran: set[str] = set()
     for xb, yb in progress(chunk_batches(s, e), desc="evaluate", enable=show_progress):
         xb, yb = xb.to(dev), yb.to(dev)
         if check_data:  # data sets: same checks as tensors (channels, range, labels)
@@ -248,12 +252,13 @@ def _eval_chunk(model: nn.Module, chunk_batches: Callable[[int, int], Iterable[t
             attacked += len(idx)
             randomized += int(res.randomized) * len(idx)
             notes += [m for m in res.notes if m not in notes]
+            ran.add(res.precision)
     part: dict[str, Any] = {"start": s, "stop": e, "labels": torch.cat(labels).tolist(),
                             "correct": torch.cat(correct).int().tolist(),
                             "robust": torch.cat(robust).int().tolist() if atk is not None else None}
     if stage_names:
         part |= {"stages": {k: torch.cat(v).int().tolist() for k, v in stages.items()}, "grad_bad": grad_bad,
-                 "attacked": attacked, "randomized": randomized, "notes": notes}
+                 "attacked": attacked, "randomized": randomized, "notes": notes, "precision": sorted(ran)}
     return part
 
 
@@ -266,6 +271,8 @@ def _merge(parts: list[dict[str, Any]], threat: ThreatModel | None, attack: str,
     pc = {int(k): float(c[y == k].float().mean()) for k in torch.unique(y).tolist()}
     pr = {int(k): float(r[y == k].float().mean()) for k in torch.unique(y).tolist()} if r is not None else None
     stage_acc: dict[str, float] | None = None
+    # what a protocol's stages ran in ("fp32", "bf16"; both where chunks differ), the verdicts being float32
+    ran = "+".join(sorted({v for p in parts for v in p.get("precision", [])}))
     flags: list[Flag] = []
     notes: list[str] = []
     if proto is not None and r is not None:
@@ -286,7 +293,8 @@ def _merge(parts: list[dict[str, Any]], threat: ThreatModel | None, attack: str,
     return EvalResult(
         n=len(c), clean_accuracy=float(c.float().mean()), robust_accuracy=float(r.float().mean()) if r is not None else None,
         per_class_clean=pc, per_class_robust=pr, threat=threat.to_dict() if threat is not None else None,
-        attack=({"name": attack, **(attack_kwargs or {})} | ({"protocol_version": proto["version"]} if proto else {}))
+        attack=({"name": attack, **(attack_kwargs or {})} | ({"protocol_version": proto["version"]} if proto else {})
+                | ({"precision_ran": ran} if ran and "precision" in (attack_kwargs or {}) else {}))
         if threat is not None else None,
         chunks_done=len(parts), chunks_resumed=len(store.done) if store is not None else 0,
         stages=stage_acc, flags=tuple(f.to_dict() for f in flags), notes=tuple(notes),
