@@ -68,7 +68,6 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=2, help="standard training of the evaluated small CNN on the "
                     "demo data, so that nearly every image is classified correctly and attacked (default: %(default)s)")
     a = ap.parse_args()
-    import torch
 
     import robrep
 
