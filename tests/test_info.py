@@ -378,22 +378,24 @@ def _gauss_case(seed: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_default_estimator_rho09_within_5pct_and_interval_covers_truth() -> None:
     """rho = 0.9: I = -log(1 - 0.81) / 2 = 0.8304 nats. The default estimator (InfoNCE, batched
-    critics) read on held-out batches of 1024 (InfoNCE's bias is about (E_P[r] - 1) / N =
-    0.004 nats there; at the training batch of 64 it would be 0.07) is within 5 % on average.
-    Coverage of the 95 % interval: >= 18 of 20 seeds (90 %). The critics' own bias (about -2 %
-    when they stop early) is not in the interval; at this size the validation batch of 128 is
-    noisy, so early stopping gets patience 6 and at most 500 steps (with patience 3 and 250 steps
-    seeds 6, 13 and 16 stopped early, 0.76-0.79 nats, and coverage was 17 of 20)."""
+    critics, the standard preset's training length and early stopping: at most ``steps`` steps,
+    a check every ``eval_every``, ``patience`` checks) read on held-out batches of 1024 (InfoNCE's
+    bias is about (E_P[r] - 1) / N = 0.004 nats there; at the training batch of 64 it would be
+    0.07) is within 5 % on average. Coverage of the 95 % interval: >= 18 of 20 seeds (90 %). The
+    critics' own bias (about -2 % when they stop early) is not in the interval; with patience 3
+    seeds 6, 13 and 16 stopped early at 0.76-0.79 nats and coverage was 17 of 20."""
     true = -0.5 * math.log(1 - 0.81)
     assert true == pytest.approx(0.8304, abs=1e-4)
+    std = PRESETS["standard"]
     ests, cover = [], 0
     for seed in range(20):
         x, z = _gauss_case(seed, 4096)
-        r = estimate_mi_samples(x, z, n_critics=3, steps=500, patience=6, batch_size=128, eval_batch_size=1024,
-                                n_eval_batches=2, lr=3e-3, seed=seed, critic_kwargs={"hidden": 64, "embed": 16, "layers": 2})
+        r = estimate_mi_samples(x, z, n_critics=3, batch_size=128, eval_batch_size=1024, n_eval_batches=2, lr=3e-3,
+                                seed=seed, critic_kwargs={"hidden": 64, "embed": 16, "layers": 2})
         ests.append(r.estimate)
         cover += r.low <= true <= r.high
         assert r.low <= r.estimate <= r.high and r.unit == "anchor" and len(r.per_unit[0]) == 2048
+        assert r.steps_run[0] <= std.steps
     mean = sum(ests) / len(ests)
     assert abs(mean - true) <= 0.05 * true, ests
     assert cover >= 18, (cover, ests)
