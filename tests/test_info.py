@@ -425,6 +425,29 @@ def test_interval_reports_both_widths() -> None:
     assert r.steps_run and r.steps_run[0] <= 60
 
 
+def test_cross_read_halves_read_the_other_halfs_attack() -> None:
+    """cross_read: each half of the critics reads the batch attacked against the other half and
+    keeps the better point, so per held-out batch each half's worst-case read is at most its
+    clean read; a representation that ignores the input (constant) has nothing to lose."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(600, 6, generator=g)
+    kw = dict(critic_kwargs={"hidden": 16, "embed": 8, "layers": 1}, n_critics=4, steps=60, adv_steps=20, batch_size=64,
+              lr=3e-3, attack_steps=2, eval_attack_steps=3, folds=1, patience=0, cross_read=True, seed=0)
+    w = estimate_mi(_Rep(), x, threat=threat("linf", 0.1), **kw)
+    vw = torch.tensor(w.per_unit, dtype=torch.float64).view(4, w.n_eval_batches, -1).mean(-1)
+    vc = torch.tensor(w.clean_per_unit, dtype=torch.float64).view(4, w.n_eval_batches, -1).mean(-1)
+    for half in ([0, 1], [2, 3]):
+        assert bool((vw[half].mean(0) <= vc[half].mean(0) + 1e-9).all()), (vw, vc)
+    assert w.settings["cross_read"] is True and mi_settings().cross_read is False
+    assert bool((vw < vc - 1e-3).any())  # the attack lowers some read
+    const = nn.Sequential(nn.Flatten(), nn.Linear(6, 2))
+    with torch.no_grad():
+        const[1].weight.zero_()
+        const[1].bias.fill_(1.0)
+    r = vulnerability(const, x, threat("linf", 0.1), **kw)
+    assert abs(r.vulnerability.estimate) < 1e-9
+
+
 def test_vulnerability_eps0_nondecreasing_and_invariant_to_linear_map() -> None:
     """eps = 0: RV = 0 inside its interval (the worst case is the clean distribution); RV is
     non-decreasing along an eps grid; an invertible linear map after the encoder leaves RV

@@ -231,15 +231,35 @@ def _fold(rep: nn.Module, xs: torch.Tensor, z_all: torch.Tensor, threat: ThreatM
         clean_cols.append(vc)
         if worst:
             assert threat is not None
-            xa = _attack_critics(critics, rep, b.read, xb, threat, s.eval_attack_steps, None)
-            with torch.no_grad():
-                va = _read_batch(critics, b, xa, rep(xa).flatten(1))
-            vc = va if float(va.mean()) <= float(vc.mean()) else vc  # keep the better attack point (the clean one included)
+            vc = _worst_read(critics, rep, b, xb, vc, threat, s)
         cols.append(vc)
     v = torch.cat(cols, 1)
     if not bool(torch.isfinite(v).all()):
         _check_finite(v.flatten(), b, sum(steps_run), "held-out evaluation after")
     return v, steps_run, clean_state, d.nb, d.eb, torch.cat(clean_cols, 1)
+
+
+def _worst_read(critics: nn.Module, rep: nn.Module, b: Bound, xb: torch.Tensor, vc: torch.Tensor, threat: ThreatModel,
+                s: MISettings) -> torch.Tensor:
+    """(k, units) worst-case reads of one held-out batch whose clean reads are ``vc``.
+
+    ``cross_read`` (and k >= 2): the critics are split into two halves; each half's reads come
+    from the batch attacked against the *other* half. The attack can then lower a read only by
+    what it removes from the representation (which every critic sees), not by exploiting the
+    blind spots of the critics it attacks (a critic pushed below its own clean-data behaviour
+    reads ~0 while the information is still there). Otherwise one attack against all critics,
+    read by the same critics. Each half keeps the better attack point (the clean one included)."""
+    k = vc.shape[0]
+    groups = [list(range(k))] if not s.cross_read or k < 2 else [list(range(k // 2)), list(range(k // 2, k))]
+    out = vc.clone()
+    for i, g in enumerate(groups):
+        readers = groups[1 - i] if len(groups) == 2 else g
+        xa = _attack_critics(critics, rep, b.read, xb, threat, s.eval_attack_steps, None, members=g)
+        with torch.no_grad():
+            va = _read_batch(critics, b, xa, rep(xa).flatten(1))[readers]
+        if float(va.mean()) <= float(vc[readers].mean()):
+            out[readers] = va
+    return out
 
 
 def _estimate(rep: nn.Module, xs: torch.Tensor, threat: ThreatModel | None, s: MISettings, seed: int,

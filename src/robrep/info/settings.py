@@ -28,6 +28,9 @@ class MISettings:
         lr: Adam learning rate of the critics.
         attack_steps, attack_step_size: PGD per critic step (step default 2.5 eps / steps).
         eval_attack_steps: PGD steps on each held-out batch.
+        cross_read: the held-out batch is attacked twice, each time against half of the critics,
+            and read by the other half (the attack cannot exploit the critics that read it);
+            False (every preset): one attack against all critics, read by them (the paper's evaluation).
         eval_fraction: share of the inputs held out for evaluation (whole batches) when
             ``folds`` is 1 (unused with cross-fitting).
         n_eval_batches: held-out batches per fold (None: all of the fold's batches, or as many as
@@ -54,6 +57,7 @@ class MISettings:
     attack_steps: int = 3
     attack_step_size: float | None = None
     eval_attack_steps: int = 10
+    cross_read: bool = False
     eval_fraction: float = 0.3
     n_eval_batches: int | None = None
     folds: int = 3

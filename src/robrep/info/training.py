@@ -101,16 +101,23 @@ def _per_critic(fn: Callable[[torch.Tensor], torch.Tensor], scores: torch.Tensor
 
 
 def _attack_critics(critics: nn.Module, rep: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                    threat: ThreatModel, steps: int, step_size: float | None) -> torch.Tensor:
-    """One PGD run lowering the estimate averaged over all critics (critics in eval mode)."""
+                    threat: ThreatModel, steps: int, step_size: float | None,
+                    members: Sequence[int] | None = None) -> torch.Tensor:
+    """One PGD run lowering the estimate averaged over all critics, or over the critics
+    ``members`` only (critics in eval mode)."""
     from ..attacks import pgd_perturb
 
     was = critics.training
     critics.eval()
+    sel = None if members is None else list(members)
+
+    def objective(out: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        sc = critics(*out)
+        return _per_critic(fn, sc if sel is None else sc[sel]).mean()
+
     try:
         return pgd_perturb(_Joint(rep), x, torch.zeros(x.shape[0], device=x.device), threat, steps=steps,
-                           step_size=step_size, loss=_batch_loss(lambda out: _per_critic(fn, critics(*out)).mean()),
-                           random_start=False, targeted=True, check=False)
+                           step_size=step_size, loss=_batch_loss(objective), random_start=False, targeted=True, check=False)
     finally:
         critics.train(was)
 
