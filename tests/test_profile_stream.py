@@ -169,3 +169,81 @@ def test_cli_attack_and_precision_flags(tmp_path, capsys) -> None:
     assert main(args) == 0
     c = robrep.profile.load_card(tmp_path / "cli" / "card.json")
     assert c.budget["probe_attack"] == "fgsm" and c.environment["precision"]["requested"] == "fp32"
+
+
+def test_chunked_grad_equals_the_whole_batch_and_bounds_the_pass() -> None:
+    """ChunkedGrad: the same output and input gradient as the encoder on the whole batch (an
+    objective that couples the images), with no pass through the encoder of more than ``chunk``
+    images; a batch within one chunk is the encoder's own call, bit for bit."""
+    from robrep.models.memory import ChunkedGrad
+
+    rep = robrep.representation(_model(), "penultimate")
+    seen: list[int] = []
+    h = next(m for m in rep.modules() if isinstance(m, torch.nn.Conv2d)).register_forward_pre_hook(
+        lambda _m, a: seen.append(a[0].shape[0]))
+    x = torch.rand(10, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+
+    def objective(z: torch.Tensor) -> torch.Tensor:  # a batch-level scalar: every image's gradient depends on all
+        return torch.logsumexp(z @ z.T, 1).sum()
+
+    xa = x.clone().requires_grad_(True)
+    (g_ref,) = torch.autograd.grad(objective(rep(xa)), xa)
+    z_ref = rep(x).detach()
+    seen.clear()
+    xc = x.clone().requires_grad_(True)
+    zc = ChunkedGrad(rep, 3)(xc)
+    (g,) = torch.autograd.grad(objective(zc), xc)
+    h.remove()
+    assert seen and max(seen) <= 3 and sum(seen) == 20  # 4 chunks forward, 4 recomputed for the gradient
+    assert torch.allclose(zc.detach(), z_ref, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(g, g_ref, atol=1e-6, rtol=1e-4) and float(g.abs().max()) > 0
+    with torch.no_grad():
+        assert torch.equal(ChunkedGrad(rep, 10)(x), rep(x))
+        assert torch.allclose(ChunkedGrad(rep, 4)(x), z_ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(InputError, match="chunk"):
+        ChunkedGrad(rep, 0)
+
+
+def test_memory_cap_bounds_every_backward_pass_of_the_profile(folder, tmp_path) -> None:
+    """With a memory cap that allows attack batches of 4 images, no forward+backward pass through
+    the encoder holds more than 4 images, the vulnerability's batches of mi_batch = 16 included,
+    and the streamed card still equals the in-memory one."""
+    from robrep.models.memory import GRAD_FACTOR, activation_bytes_per_image
+
+    ds, tr, te = _splits(folder)
+    per = activation_bytes_per_image(robrep.representation(_model(), "penultimate"), (3, 20, 20))
+    cap = GRAD_FACTOR * per * 4
+    kw = dict(budget=SMALL.with_(cert_n=1), threat=threat("linf", EPS), seed=1, random_init=True, precision="fp32",
+              memory_cap=cap)
+    cards, grad_batches = [], []
+    for name, data in (("s", (tr, te)), ("m", (tr.to_memory(), te.to_memory()))):
+        model = _model()
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_pre_hook(lambda _m, a: grad_batches.append(a[0].shape[0]) if torch.is_grad_enabled()
+                                       and a[0].requires_grad else None)
+        cards.append(profile(model, ds, out=tmp_path / name, data=data, **kw).card)
+    assert cards[0].environment["attack_batch_size"] == 4 and SMALL.mi_batch == 16
+    assert grad_batches and max(grad_batches) <= 4
+    assert cards[0].headline == cards[1].headline and cards[0].results == cards[1].results
+
+
+def test_vulnerability_image_count_check_states_the_cross_fitting_requirement(folder, tmp_path) -> None:
+    from robrep.info import estimate_mi, min_inputs
+    from robrep.profile.budgets import vulnerability_kwargs, vulnerability_min_images
+
+    # three-fold cross-fitting with batches of 16: 3 held-out batches, and each fold a validation and a training batch
+    need = vulnerability_min_images(SMALL)
+    assert need == 48 == min_inputs(None, batch_size=16, n_eval_batches=1)
+    ds, tr, te = _splits(folder)
+    with pytest.raises(InputError, match=r"at least 48 test images \(3-fold cross-fitting.* has 40; give more test images") as e:
+        profile(_model(), ds, out=tmp_path / "p", budget=SMALL.with_(test_n=40), seed=1, random_init=True, data=(tr, te))
+    assert "\n" not in str(e.value) and not (tmp_path / "p").exists()
+    with pytest.raises(InputError, match="mi_n \\(40\\) must be at least 48"):
+        SMALL.with_(mi_n=40)
+    # the count is the estimator's own: 48 inputs are accepted, 47 refused
+    rep = torch.nn.Linear(4, 3)
+    kw = {k: v for k, v in vulnerability_kwargs(SMALL, 0).items()} | {"steps": 1, "critic_kwargs": {"hidden": 4}}
+    x = torch.rand(48, 4, generator=torch.Generator().manual_seed(0))
+    assert estimate_mi(rep, x, **kw).estimate >= 0
+    with pytest.raises(InputError, match="too few"):
+        estimate_mi(rep, x[:47], **kw)

@@ -230,6 +230,35 @@ def test_cli_eval_n_on_class_sorted_folder(folder, tmp_path, capsys) -> None:
     assert out["clean_accuracy"] == ref.clean_accuracy and out["robust_accuracy"] == ref.robust_accuracy
 
 
+def test_cli_eval_chooses_its_batch_within_the_memory_cap(folder, tmp_path, capsys) -> None:
+    """Without --batch-size, robrep eval takes the largest power-of-two batch whose attack
+    (GRAD_FACTOR x the forward activations per image) fits --memory-cap, says so, records it, and
+    gives the in-memory evaluation's result at that batch size; a cap of 0 is one line, exit 2."""
+    from robrep.cli import main
+    from robrep.models import save_model
+    from robrep.models.memory import GRAD_FACTOR, activation_bytes_per_image
+
+    torch.manual_seed(0)
+    model = robrep.create_model("small-cnn", num_classes=3, input_shape=(3, 16, 16))
+    ck = save_model(tmp_path / "m.safetensors", model, {"dataset": f"imagefolder:{folder}@16"})
+    per = GRAD_FACTOR * activation_bytes_per_image(model.eval(), (3, 16, 16))
+    cap_mib = per * 4.5 / 2**20  # 4 images fit, 8 do not
+    rc = main(["eval", "--checkpoint", str(ck), "--split", "train", "--eps", "0.03", "--steps", "2", "--seed", "3",
+               "--memory-cap", repr(cap_mib), "--json", "--quiet", "--device", "cpu"])
+    assert rc == 0
+    cap = capsys.readouterr()
+    out = json.loads(cap.out.strip().splitlines()[-1])
+    assert out["batch_size"] == 4 and "batch size 4: a forward+backward pass" in cap.err and "--memory-cap" in cap.err
+    data = robrep.load_dataset(f"imagefolder:{folder}@16", "train")
+    ref = robrep.evaluate(model.eval(), data.to_memory(), threat=robrep.threat("linf", 0.03), attack_kwargs={"steps": 2},
+                          seed=3, batch_size=4)
+    assert (out["n"], out["clean_accuracy"], out["robust_accuracy"]) == (15, ref.clean_accuracy, ref.robust_accuracy)
+    assert out["per_class_robust"] == {str(k): v for k, v in (ref.per_class_robust or {}).items()}
+    assert main(["eval", "--checkpoint", str(ck), "--split", "train", "--memory-cap", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--memory-cap" in err
+
+
 # --------------------------------------------------------------------------------------------
 # layouts by name
 

@@ -46,7 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--targets", type=int, default=None,
                    help="target classes of apgd-t / fab-t, clipped to classes - 1 (default: 9; fast: 3)")
     p.add_argument("--queries", type=int, default=None, help="Square's query budget (default: 5000)")
-    p.add_argument("--batch-size", type=int, default=500, help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per batch (default: 500, or fewer when a batch's forward+backward pass would exceed "
+                        "--memory-cap; the choice is printed)")
+    p.add_argument("--memory-cap", type=float, default=1024.0,
+                   help="MiB one batch's activations may use when the batch size is chosen (default: %(default)s)")
     p.add_argument("--chunk-size", type=int, default=None,
                    help="examples per chunk; with --out each finished chunk is saved in OUT/chunks (default 500 with "
                         "--out, else one chunk: the whole set)")
@@ -87,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     if args.precision != "fp32" and thr is not None:  # fp32: the attack itself; protocols: bf16 stages, float32 verdicts
         kw["precision"] = args.precision
     chunk = args.chunk_size if args.chunk_size is not None else (500 if args.out else None)
-    res = evaluate(model, data, threat=thr, attack=args.attack, attack_kwargs=kw, batch_size=args.batch_size, n=None,
+    batch_size = _batch_size(args, model, data, thr is not None)
+    res = evaluate(model, data, threat=thr, attack=args.attack, attack_kwargs=kw, batch_size=batch_size, n=None,
                    seed=args.seed, show_progress=not args.quiet and shard.is_main, chunk_size=chunk, out=args.out, resume=args.resume,
                    overwrite=args.overwrite, fingerprint_extra={"dataset": dataset, "split": args.split},
                    shard=shard)
@@ -96,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     out = {"clean_accuracy": res.clean_accuracy, "robust_accuracy": res.robust_accuracy, "n": res.n,
            "threat": res.threat, "attack": res.attack, "dataset": dataset, "checkpoint": str(args.checkpoint),
            "per_class_clean": res.per_class_clean, "per_class_robust": res.per_class_robust,
-           "chunks_done": res.chunks_done, "chunks_resumed": res.chunks_resumed, "subset": data.selection}
+           "chunks_done": res.chunks_done, "chunks_resumed": res.chunks_resumed, "subset": data.selection,
+           "batch_size": batch_size}
     if res.stages is not None:
         out |= {"stages": res.stages, "flags": list(res.flags), "notes": list(res.notes)}
         # flat scalars: the HTML report shows each as a row
@@ -116,6 +122,38 @@ def run(args: argparse.Namespace) -> int:
         log(f"flag {f['code']}: {f['message']}; {f['meaning']}; try: {f['action']}")
     emit(out, args.json, s)
     return 0
+
+
+def _batch_size(args: argparse.Namespace, model, data, attacked: bool) -> int:  # type: ignore[no-untyped-def]
+    """``--batch-size``, or the largest batch (at most 500) whose pass fits ``--memory-cap``: an
+    attack's forward+backward pass keeps about ``GRAD_FACTOR`` times the forward activations of
+    its batch, a clean pass about one time. Says what it chose when that is not 500, and when
+    the chosen ``--batch-size`` is expected to exceed the cap."""
+    from ..errors import InputError
+    from ..models.memory import GRAD_FACTOR, activation_bytes_per_image, grad_batch_size
+
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise InputError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.memory_cap <= 0:
+        raise InputError(f"--memory-cap (MiB) must be positive, got {args.memory_cap:g}")
+    cap = int(args.memory_cap * 2**20)
+    shape = tuple(getattr(model, "input_shape", None) or data.info.input_shape)
+    dev = next(iter(model.parameters()), None)
+    dev = dev.device if dev is not None else "cpu"
+    factor = GRAD_FACTOR if attacked else 1
+    per = factor * activation_bytes_per_image(model, shape, dev) / 2**20
+    what = "forward+backward pass" if attacked else "forward pass"
+    if args.batch_size is not None:
+        if args.batch_size * per > args.memory_cap:
+            log(f"note: --batch-size {args.batch_size}: a {what} of this model takes about {per:.0f} MiB per image, "
+                f"{args.batch_size * per:.0f} MiB per batch, above --memory-cap {args.memory_cap:g} MiB; "
+                f"omit --batch-size to have it chosen within the cap")
+        return int(args.batch_size)
+    b = grad_batch_size(model, shape, memory_cap=cap, max_batch=500, device=dev, factor=factor)
+    if b < 500:
+        log(f"batch size {b}: a {what} of this model at {'x'.join(map(str, shape))} takes about {per:.0f} MiB per "
+            f"image, and {b} images fit --memory-cap {args.memory_cap:g} MiB (--batch-size sets it)")
+    return b
 
 
 def _attack_kwargs(args: argparse.Namespace) -> dict:  # type: ignore[type-arg]

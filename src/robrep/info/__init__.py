@@ -16,7 +16,7 @@ from .critics import (
     create_critics,
     list_critics,
 )
-from .estimate import estimate_mi, estimate_mi_samples, vulnerability
+from .estimate import estimate_mi, estimate_mi_samples, min_inputs, vulnerability
 from .fano import (
     SignGaussianCase,
     accuracy_bound,
@@ -70,6 +70,7 @@ __all__ = [
     "dv_bound",
     "estimate_mi",
     "estimate_mi_samples",
+    "min_inputs",
     "exact_sign_mi",
     "fit_critic",
     "get_bound",

@@ -65,6 +65,7 @@ from .training import (
     _make_critics,
     _per_critic,
     _read_batch,
+    _split_sizes,
     _standardiser,
     _train,
     batch_pgd,
@@ -81,6 +82,7 @@ __all__ = [
     "batch_pgd",
     "estimate_mi",
     "estimate_mi_samples",
+    "min_inputs",
     "fit_critic",
     "interval_from_values",
     "mi_settings",
@@ -262,6 +264,43 @@ def _worst_read(critics: nn.Module, rep: nn.Module, b: Bound, xb: torch.Tensor, 
     return out
 
 
+def _fold_plan(m: int, s: MISettings) -> list[tuple[list[int], MISettings]] | None:
+    """Per fold: its held-out evaluation batches (indices of batches of ``eval_batch_size``) and
+    settings, as :func:`_estimate` cuts ``m`` inputs; ``[([], s)]`` without cross-fitting; None
+    when there are fewer evaluation batches than folds."""
+    nf, eb = max(1, int(s.folds)), s.eval_batch_size or s.batch_size
+    if nf == 1:
+        return [([], s)]
+    n_b = m // eb
+    if n_b < nf:
+        return None
+    plan = []
+    for f in range(nf):
+        held = [j for j in range(n_b) if j % nf == f]
+        plan.append((held, replace(s, n_eval_batches=len(held) if s.n_eval_batches is None else min(s.n_eval_batches, len(held)))))
+    return plan
+
+
+def _enough(m: int, s: MISettings) -> bool:
+    """Whether ``m`` inputs suffice for the cross-fitting and every fold's held-out split."""
+    plan = _fold_plan(m, s)
+    return plan is not None and all(m >= _split_sizes(m, sf)[3] for _, sf in plan)
+
+
+def min_inputs(settings: MISettings | None = None, **overrides: Any) -> int:
+    """The fewest inputs an MI / vulnerability estimate with these settings accepts (a preset or
+    :class:`MISettings` plus overrides, as :func:`estimate_mi` takes them): with ``folds``-fold
+    cross-fitting at least ``folds`` evaluation batches, and in every fold the held-out batches,
+    one validation batch and one training batch."""
+    s = mi_settings(settings, **overrides)
+    eb = s.eval_batch_size or s.batch_size
+    top = (max(1, int(s.folds)) + 2) * (eb + 2 * s.batch_size) * 8
+    for m in range(max(2, eb * max(1, int(s.folds)) if s.folds > 1 else 2), top + 1):
+        if _enough(m, s):
+            return m
+    raise InputError(f"no input count up to {top} satisfies these settings ({s.to_dict()})")  # not reached for valid settings
+
+
 def _estimate(rep: nn.Module, xs: torch.Tensor, threat: ThreatModel | None, s: MISettings, seed: int,
               init: MIEstimate | None) -> tuple[MIEstimate, torch.Tensor]:
     b = get_bound(s.estimator)
@@ -285,22 +324,20 @@ def _estimate(rep: nn.Module, xs: torch.Tensor, threat: ThreatModel | None, s: M
     # cross-fitting: the inputs are cut into evaluation batches of eb (batch j belongs to fold
     # j % nf, the last m mod eb inputs only ever train); each fold is held out once while critics
     # train on the rest, so every batch is read once by critics that never saw it
-    n_b = m // eb
-    if nf > 1 and n_b < nf:
+    plan = _fold_plan(m, s)
+    if plan is None:
         raise InputError(f"{m} inputs are too few for {nf}-fold cross-fitting with evaluation batches of {eb}: "
-                         f"give at least {nf * eb + 2 * s.batch_size} inputs, fewer folds or a smaller batch_size")
+                         f"give at least {min_inputs(s)} inputs, fewer folds or a smaller batch_size")
     mats, clean_mats, steps_run, state, nb, fold_units = [], [], [], {}, 0, []
-    for f in range(nf):
+    for f, (held, sf) in enumerate(plan):
         if nf == 1:
-            xf, zf, sf = xs, z_all, s
+            xf, zf = xs, z_all
         else:
-            held = [j for j in range(n_b) if j % nf == f]
             is_held = torch.zeros(m, dtype=torch.bool)
             for j in held:
                 is_held[j * eb : (j + 1) * eb] = True
             idx = torch.cat([torch.nonzero(~is_held).flatten(), torch.nonzero(is_held).flatten()]).to(dev)
             xf, zf = xs[idx], z_all[idx]
-            sf = replace(s, n_eval_batches=len(held) if s.n_eval_batches is None else min(s.n_eval_batches, len(held)))
         st = None
         if init is not None and init.critic_state is not None:
             st = {k[len(f"{f}.") :]: t for k, t in init.critic_state.items() if k.startswith(f"{f}.")}

@@ -164,15 +164,22 @@ def fit_critic(
     return hist
 
 
+def _split_sizes(m: int, s: MISettings) -> tuple[int, int, int, int]:
+    """(held-out batches, their size, validation inputs, inputs needed) of the split of ``m`` inputs."""
+    bs, eb = s.batch_size, s.eval_batch_size or s.batch_size
+    nb = s.n_eval_batches or max(1, int(round(s.eval_fraction * m)) // eb)
+    n_val = bs if s.patience > 0 else 0
+    return nb, eb, n_val, nb * eb + n_val + bs
+
+
 class _Data:
     """The fixed split of one estimate: training, one validation batch, held-out batches."""
 
     def __init__(self, x: torch.Tensor, z: torch.Tensor | None, s: MISettings, what: str) -> None:
         m = x.shape[0]
-        bs, eb = s.batch_size, s.eval_batch_size or s.batch_size
-        nb = s.n_eval_batches or max(1, int(round(s.eval_fraction * m)) // eb)
-        n_ev, n_val = nb * eb, (bs if s.patience > 0 else 0)
-        need = n_ev + n_val + bs
+        bs = s.batch_size
+        nb, eb, n_val, need = _split_sizes(m, s)
+        n_ev = nb * eb
         if m < need:
             raise InputError(
                 f"{m} {what} are too few for the held-out split: {nb} evaluation batch(es) of {eb}"

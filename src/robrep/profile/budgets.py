@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import UnknownNameError
 
-__all__ = ["Budget", "BUDGETS", "QUICK", "STANDARD", "PAPER", "get_budget"]
+__all__ = ["Budget", "BUDGETS", "QUICK", "STANDARD", "PAPER", "get_budget", "vulnerability_kwargs", "vulnerability_min_images"]
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,11 @@ class Budget:
                 raise InputError(f"budget field {k} must be positive, got {v}")
         if not self.synbench_scales or min(self.synbench_scales) <= 0:
             raise InputError(f"synbench_scales must be positive mean scales, got {self.synbench_scales}")
-        if self.mi_n < 2 * self.mi_batch:
-            raise InputError(f"mi_n ({self.mi_n}) must be at least 2 x mi_batch ({self.mi_batch}): the critics train on "
-                             f"batches of it and 20 % are held out; raise mi_n or lower mi_batch")
+        need = vulnerability_min_images(self)
+        if self.mi_n < need:
+            raise InputError(f"mi_n ({self.mi_n}) must be at least {need} for mi_batch = {self.mi_batch}: the vulnerability's "
+                             f"3-fold cross-fitting holds out batches of mi_batch and each fold also needs a validation and "
+                             f"a training batch; raise mi_n or lower mi_batch")
         if self.cert_alpha >= 1:
             raise InputError(f"cert_alpha must be in (0, 1), got {self.cert_alpha}")
 
@@ -99,6 +101,26 @@ class Budget:
         """A copy with some fields changed (its name gets a ``+custom`` suffix)."""
         name = changes.pop("name", self.name if self.name.endswith("+custom") else self.name + "+custom")
         return replace(self, name=name, **changes)
+
+
+def vulnerability_min_images(budget: Budget) -> int:
+    """The fewest images the vulnerability of ``budget`` accepts (:func:`robrep.info.min_inputs`
+    of :func:`vulnerability_kwargs`: the default preset's three-fold cross-fitting)."""
+    from ..info import min_inputs
+
+    kw = vulnerability_kwargs(budget, 0)
+    return min_inputs(None, **{k: v for k, v in kw.items() if k != "seed"})
+
+
+def vulnerability_kwargs(budget: Budget, seed: int) -> dict[str, Any]:
+    """The keyword arguments of :func:`robrep.info.estimate_mi` / ``vulnerability`` of a budget
+    (what ``robrep vulnerability --critic mlp --critic-hidden H --n-critics K --steps S
+    --adv-steps W --batch-size B --lr 1e-3 --attack-steps A --eval-attack-steps E --eval-batches M`` passes;
+    the estimator and everything else come from the default preset, as for that command)."""
+    return dict(critic="mlp", n_critics=budget.mi_critics, steps=budget.mi_steps, adv_steps=budget.mi_adv_steps,
+                batch_size=budget.mi_batch, lr=1e-3, attack_steps=budget.mi_attack_steps, attack_step_size=None,
+                eval_attack_steps=budget.mi_eval_attack_steps, n_eval_batches=budget.mi_eval_batches, seed=seed,
+                critic_kwargs={"hidden": budget.mi_critic_hidden})
 
 
 QUICK = Budget(

@@ -16,51 +16,15 @@ from torch import nn
 
 from ..data import ImageData
 from ..errors import InputError
+from ..models.memory import (
+    DEFAULT_MEMORY_CAP,
+    activation_bytes_per_image,
+    auto_batch_size,
+    grad_batch_size,
+)
 
 __all__ = ["FeatureCache", "activation_bytes_per_image", "auto_batch_size", "data_digest", "model_digest",
            "DEFAULT_MEMORY_CAP"]
-
-#: memory cap of one forward batch (activations of all modules, inputs included), bytes
-DEFAULT_MEMORY_CAP = 1 << 30
-
-
-def activation_bytes_per_image(fn: nn.Module, input_shape: tuple[int, int, int], device: torch.device | str = "cpu") -> int:
-    """Bytes of all module outputs (and the input) of one forward pass of one image: an upper
-    bound on the memory a forward-only pass needs per image (intermediates are freed as the
-    pass goes on). Measured with forward hooks on a zero image under ``inference_mode``."""
-    total = [int(torch.Size(input_shape).numel()) * 4]
-
-    def hook(_m: nn.Module, _a: object, out: Any) -> None:
-        for t in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(t, torch.Tensor):
-                total[0] += t.numel() * t.element_size()
-
-    mods = [m for m in fn.modules() if not list(m.children())]
-    hs = [m.register_forward_hook(hook) for m in mods]
-    try:
-        with torch.inference_mode():
-            try:
-                fn(torch.zeros(1, *input_shape, device=device))
-            except Exception as e:  # noqa: BLE001 - a representation stops its forward with its own exception
-                if type(e).__name__ != "_Stop":
-                    raise
-    finally:
-        for h in hs:
-            h.remove()
-    return max(total[0], 1)
-
-
-def auto_batch_size(fn: nn.Module, input_shape: tuple[int, int, int], *, memory_cap: int = DEFAULT_MEMORY_CAP,
-                    max_batch: int = 512, device: torch.device | str = "cpu") -> int:
-    """The largest power of two ``b <= max_batch`` with ``b * activation_bytes_per_image <= memory_cap``
-    (at least 1)."""
-    if memory_cap <= 0 or max_batch < 1:
-        raise InputError(f"memory_cap and max_batch must be positive, got {memory_cap}, {max_batch}")
-    per = activation_bytes_per_image(fn, input_shape, device)
-    b = 1
-    while b * 2 <= max_batch and b * 2 * per <= memory_cap:
-        b *= 2
-    return b
 
 
 def model_digest(model: nn.Module) -> str:
@@ -120,20 +84,18 @@ class FeatureCache:
         return self.batch_sizes[key]
 
     def attack_batch_size(self, model: Any, layer: str, default: int = 500) -> int:
-        """Batch size of the measures that back-propagate through the encoder (attacks, smoothing):
-        ``default`` when three times its forward activations fit in the memory cap (the saved
-        activations and their gradients), else the largest power of two that does."""
+        """Batch size of the measures that back-propagate through the encoder (attacks, smoothing,
+        the vulnerability's attacks through :class:`~robrep.models.memory.ChunkedGrad`):
+        ``default`` when ``GRAD_FACTOR`` (3) times its forward activations fit in the memory cap
+        (the saved activations and their gradients), else the largest power of two that does
+        (:func:`~robrep.models.memory.grad_batch_size`)."""
         from ..models import representation
 
         key = f"{self._model_key(model)}:{layer}:attack"
         if key not in self.batch_sizes:
             dev = next(model.parameters()).device
-            per = activation_bytes_per_image(representation(model, layer), tuple(model.input_shape), dev)
-            b = default
-            if 3 * per * default > self.memory_cap:
-                b = auto_batch_size(representation(model, layer), tuple(model.input_shape), memory_cap=max(self.memory_cap // 3, 1),
-                                    max_batch=default, device=dev)
-            self.batch_sizes[key] = b
+            self.batch_sizes[key] = grad_batch_size(representation(model, layer), tuple(model.input_shape),
+                                                    memory_cap=self.memory_cap, max_batch=default, device=dev)
         return self.batch_sizes[key]
 
     def _model_key(self, model: nn.Module) -> str:

@@ -28,9 +28,10 @@ from ..io.atomic import atomic_write_json
 from ..io.chunks import module_digest
 from ..io.shard import Shard
 from ..models import RobrepModel, list_layers, representation
+from ..models.memory import ChunkedGrad
 from ..threats import ThreatModel
 from ..threats import threat as make_threat
-from .budgets import Budget, get_budget
+from .budgets import Budget, get_budget, vulnerability_kwargs, vulnerability_min_images
 from .card import SCHEMA_VERSION, Card, wilson_interval
 from .cells import run_cells
 from .data import materialize, pick, profile_data
@@ -38,6 +39,7 @@ from .features import DEFAULT_MEMORY_CAP, FeatureCache
 from .sensitivity import embedding_sensitivity
 
 __all__ = ["ProfileResult", "profile", "resolve_source", "check_layers", "profile_data", "vulnerability_kwargs",
+           "vulnerability_min_images",
            "CERT_RADIUS", "SYNBENCH_THRESHOLD", "SYNBENCH_ROBUST_EPS", "DEFAULT_EPS"]
 
 #: default threat: l-inf, 8/255
@@ -111,17 +113,6 @@ def check_layers(model: RobrepModel, layers: Sequence[str]) -> None:
         shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "")
         raise InputError(f"layer {bad[0]!r} does not exist in this model; use penultimate, logits or one of: {shown} "
                          f"(all with their shapes: robrep list-layers SOURCE)")
-
-
-def vulnerability_kwargs(budget: Budget, seed: int) -> dict[str, Any]:
-    """The keyword arguments of :func:`robrep.info.estimate_mi` / ``vulnerability`` of a budget
-    (what ``robrep vulnerability --critic mlp --critic-hidden H --n-critics K --steps S
-    --adv-steps W --batch-size B --lr 1e-3 --attack-steps A --eval-attack-steps E --eval-batches M`` passes;
-    the estimator and everything else come from the default preset, as for that command)."""
-    return dict(critic="mlp", n_critics=budget.mi_critics, steps=budget.mi_steps, adv_steps=budget.mi_adv_steps,
-                batch_size=budget.mi_batch, lr=1e-3, attack_steps=budget.mi_attack_steps, attack_step_size=None,
-                eval_attack_steps=budget.mi_eval_attack_steps, n_eval_batches=budget.mi_eval_batches, seed=seed,
-                critic_kwargs={"hidden": budget.mi_critic_hidden})
 
 
 class _Stages:
@@ -251,9 +242,11 @@ def profile(
     tr, te, adapted = profile_data(dataset, b, input_shape=model.input_shape, root=data_root, download=download, seed=seed,
                                    data=data, log=log)
     num_classes = te.info.num_classes
-    if min(b.mi_n, len(te)) < 2 * b.mi_batch:
-        raise InputError(f"the vulnerability needs at least {2 * b.mi_batch} test images (2 x mi_batch), the profile has "
-                         f"{min(b.mi_n, len(te))}; raise test_n / mi_n or lower mi_batch with --set")
+    n_mi, need_mi = min(b.mi_n, len(te)), vulnerability_min_images(b)
+    if n_mi < need_mi:
+        raise InputError(f"the vulnerability needs at least {need_mi} test images (3-fold cross-fitting: 3 held-out batches "
+                         f"of mi_batch = {b.mi_batch}, each fold also needs a validation and a training batch), the profile "
+                         f"has {n_mi}; give more test images (--set test_n=... mi_n=...) or lower mi_batch (--set mi_batch=...)")
     stage = _Stages(log)
     cache = FeatureCache(memory_cap=memory_cap)
     layer0 = layers[0]
@@ -317,7 +310,9 @@ def profile(
         per_layer: dict[str, Any] = {}
         torch.manual_seed(seed)
         for layer in layers:
-            rep = representation(model, layer)
+            # the critics' attacks back-propagate through the encoder on whole batches: chunked so
+            # that one forward+backward holds one attack batch's activations (within memory_cap)
+            rep = ChunkedGrad(representation(model, layer), cache.attack_batch_size(model, layer))
             clean = estimate_mi(rep, x_mi, threat=None, **kw)
             per_layer[layer] = vulnerability(rep, x_mi, thr, num_classes=num_classes, layer=layer, mi_clean=clean, **kw).to_dict()
         results["vulnerability"] = {"layers": per_layer, "n": len(x_mi),
