@@ -347,7 +347,9 @@ def _estimate(rep: nn.Module, xs: torch.Tensor, threat: ThreatModel | None, s: M
         fold_units.append(v.shape[1])
         steps_run += sr
         nb += nb_f
-        state.update({f"{f}.{k}": t for k, t in cs.items()})
+        if not worst:  # the clean critics' weights start the worst-case ones; a worst-case run keeps none
+            state.update({f"{f}.{k}": t for k, t in cs.items()})
+        del cs
     if init is not None:
         steps_run = list(init.steps_run) + steps_run
     v = torch.cat(mats, 1)
