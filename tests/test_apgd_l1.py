@@ -97,15 +97,7 @@ def test_l1_standard_breaks_exactly_the_points_within_eps_of_a_linear_classifier
     assert [s for s, _ in r.stages] == ["apgd-ce", "apgd-t"]
 
 
-# --- a small trained MNIST model --------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mnist_model():
-    from test_autoattack import _load, _train  # the tiny CNN the linf/l2 agreement tests train
-
-    tr, te = _load("mnist")
-    return _train(tr, 0.3), te
+# --- a small trained MNIST model: conftest's ``mnist_model`` (the tiny CNN the linf/l2 agreement tests use)
 
 
 def _images(te, n: int) -> tuple[torch.Tensor, torch.Tensor]:
