@@ -448,14 +448,18 @@ def _run_in_pool(models: tuple[tuple[str, str], ...], runs: dict[str, Path], job
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         pending = {pool.submit(_task, job, name, objective[name], runs[name], "training"): (name, "training", "")
                    for name, _ in sorted(models, key=lambda m: m[1] == "standard")}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                name, stage, part = pending.pop(fut)
-                done[name][(stage, part)] = fut.result()
-                if stage == "training":
-                    for st, pt in _tasks(job.sizes):
-                        pending[pool.submit(_task, job, name, objective[name], runs[name], st, pt)] = (name, st, pt)
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    name, stage, part = pending.pop(fut)
+                    done[name][(stage, part)] = fut.result()
+                    if stage == "training":
+                        for st, pt in _tasks(job.sizes):
+                            pending[pool.submit(_task, job, name, objective[name], runs[name], st, pt)] = (name, st, pt)
+        except BaseException:  # a failed task (or Ctrl-C): drop the queued tasks instead of running them first
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return done
 
 
