@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_parsed(args: argparse.Namespace) -> int:
     """Run a parsed command line as :func:`main` does (threads, precision, the eps-units check);
     a :class:`~robrep.errors.RobrepError` becomes one line on stderr and exit status 2."""
+    finished = False
     try:
         from .. import runtime
         from ..threats import check_eps_units
@@ -66,7 +67,9 @@ def run_parsed(args: argparse.Namespace) -> int:
         if norm is not None:
             for e in eps if isinstance(eps, (list, tuple)) else [eps]:
                 check_eps_units(norm, e)
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        finished = True
+        return status
     except RobrepError as e:
         from ..io.shard import current_shard
 
@@ -85,10 +88,28 @@ def run_parsed(args: argparse.Namespace) -> int:
         print("robrep: interrupted", file=sys.stderr)
         return 130
     finally:
-        import torch.distributed as dist
+        _close_process_group(finished)
 
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+
+def _close_process_group(all_ranks_here: bool) -> None:
+    """Tear down a torchrun job's process group, once every rank has finished.
+
+    A rank that destroys its gloo group while a peer still works (rank 0 writing the report)
+    can abort in gloo's C++ threads ("terminate called without an active exception"); a last
+    barrier lets the ranks leave together. After an error the peers may be inside another
+    collective or never reach that barrier, so the group is destroyed without it (torchrun
+    stops the other ranks when one exits with an error).
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if all_ranks_here:
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer already left: nothing to wait for
+            pass
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover
