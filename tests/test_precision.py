@@ -6,6 +6,8 @@ What is proven here:
 - every reported success is a float32 misclassification (independent check: the model's own
   float32 logits on ``x_adv``), and the re-check only adds successes to the bf16 attack's;
 - on a trained MNIST CNN, robust accuracy with ``auto`` <= fp32's + 0.3 points on the same images;
+- ``auto`` PGD-k makes k gradient passes per surviving example, as float32 does (the last three
+  are the float32 re-check's), and only PGD with one restart and a classification loss shares;
 - a constructed case where bf16 logits hide a float32 success (bf16 alone misses it, the float32
   re-check catches it) and one where bf16 reports a success that float32 refutes;
 - bad input: bf16 without hardware support (clear error, ``auto`` falls back), a model failing
@@ -435,3 +437,50 @@ def test_bf16_forward_precision_and_errors(monkeypatch) -> None:
     assert Bf16Forward(m, "auto").ran == "fp32"
     with pytest.raises(InputError, match="native bf16"):
         Bf16Forward(m, "bf16")
+
+
+class _GradPassCounter(nn.Module):
+    """A linear classifier with wide margins (nothing breaks at the test's eps) that counts the
+    forward passes made with an input gradient in a class attribute, so the deep copies an attack
+    makes (bf16, channels-last float32) add to the same count."""
+
+    calls = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(16, 4)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.eye(4, 16) * 40.0)
+            self.lin.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad and torch.is_grad_enabled():
+            _GradPassCounter.calls += 1
+        return self.lin(x.flatten(1))
+
+
+@needs_bf16
+def test_auto_pgd_makes_as_many_gradient_passes_as_fp32() -> None:
+    from robrep.attacks.precision import _pgd_steps_to_share
+
+    m = _GradPassCounter()
+    _GradPassCounter.calls = 0
+    y = torch.arange(4).repeat(3)
+    x = torch.full((12, 1, 4, 4), 0.5)
+    x[torch.arange(12), 0, y // 4, y % 4] = 1.0  # each example's own pixel bright: margin 20 >> 40 * eps
+    thr = robrep.threat("linf", 0.05)
+    f32 = pgd(m, x, y, thr, steps=10, generator=torch.Generator().manual_seed(0))
+    n_fp32, _GradPassCounter.calls = _GradPassCounter.calls, 0
+    auto = create_attack("pgd", steps=10, precision="bf16")(m, x, y, thr, generator=torch.Generator().manual_seed(0))
+    assert n_fp32 == 10 and _GradPassCounter.calls == 10  # 7 bf16 steps + the 3 float32 re-check steps
+    assert not bool(f32.success.any()) and not bool(auto.success.any())
+    assert bool(thr.contains(auto.x_adv, x).all())
+    _GradPassCounter.calls = 0
+    create_attack("pgd", steps=10, precision="bf16", share_steps=False)(m, x, y, thr)
+    assert _GradPassCounter.calls == 13  # all 10 in bf16, then the re-check on top
+    # which attacks share: PGD with one restart and a classification loss only
+    assert _pgd_steps_to_share(create_attack("pgd", steps=10), {}, 3) == 3
+    assert _pgd_steps_to_share(create_attack("pgd", steps=2), {}, 3) == 1  # at least one bf16 step
+    assert _pgd_steps_to_share(create_attack("pgd", steps=10, restarts=2), {}, 3) == 0
+    assert _pgd_steps_to_share(create_attack("pgd", steps=10), {"loss": "repr"}, 3) == 0
+    assert _pgd_steps_to_share(apgd, {}, 3) == 0

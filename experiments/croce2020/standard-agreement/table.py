@@ -100,12 +100,26 @@ def robrep_stages(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, norm
     return flags, sec, vars(counter)
 
 
+def weights_sha256(spec: str) -> str:
+    """SHA-256 of the checkpoint file's bytes: every chunk of a table must come from one model."""
+    import hashlib
+
+    path = Path(spec.split(":", 1)[1] if spec.startswith("tiny-cnn:") else spec)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "unknown"
+
+
 def run(a: argparse.Namespace) -> None:
     import robrep
 
     torch.set_num_threads(a.threads)
     out = Path(a.results) / a.name
     out.mkdir(parents=True, exist_ok=True)
+    sha = weights_sha256(a.checkpoint)
+    for p in sorted(out.glob("*.json")):
+        other = json.loads(p.read_text()).get("weights_sha256")
+        if other is not None and other != sha:
+            raise SystemExit(f"{p} was made with another checkpoint (sha256 {other[:12]}, this one {sha[:12]}); "
+                             f"use another --name or --results")
     model = load_model(a.checkpoint)
     data = robrep.load_dataset(a.dataset, "test")
     n = min(a.n, len(data))
@@ -118,7 +132,7 @@ def run(a: argparse.Namespace) -> None:
         ref, ref_s = reference_stages(model, x, y, a.norm, a.eps)
         ours, our_s, passes = robrep_stages(model, x, y, a.norm, a.eps)
         row = {"name": a.name, "checkpoint": a.checkpoint, "dataset": a.dataset, "norm": a.norm, "eps": a.eps,
-               "start": start, "end": end, "reference": ref, "robrep": ours, "reference_cpu_s": ref_s,
+               "weights_sha256": sha, "start": start, "end": end, "reference": ref, "robrep": ours, "reference_cpu_s": ref_s,
                "robrep_cpu_s": our_s, "robrep_passes": passes, "torch": torch.__version__, "threads": a.threads,
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         tmp = path.with_suffix(".tmp")

@@ -86,6 +86,6 @@ def create_attack(name: str, **defaults: Any) -> Attack:
     if is_protocol(name):
         return functools.partial(fn, **defaults) if defaults else fn
     precision = defaults.pop("precision", "fp32")
-    recheck = {k: defaults.pop(k) for k in ("recheck_steps", "recheck_step_size") if k in defaults}
+    recheck = {k: defaults.pop(k) for k in ("recheck_steps", "recheck_step_size", "share_steps") if k in defaults}
     fn = functools.partial(fn, **defaults) if defaults else fn
     return with_precision(fn, precision, **recheck)

@@ -16,7 +16,10 @@ Then, in float32:
    a bf16 "success" that float32 does not confirm is not counted.
 2. **Re-check**: every example not broken in float32 gets a short float32 PGD
    (``recheck_steps`` steps, default 3, with the attack's loss) started from that best point;
-   any float32-confirmed success along the way is kept.
+   any float32-confirmed success along the way is kept. For PGD itself (one restart, a
+   classification loss) these are the attack's last steps: PGD-10 in ``auto`` runs 7 steps in
+   bf16, then the 3 float32 steps from the best bf16 iterate at the same step length, so it
+   makes as many gradient passes as float32 PGD-10 (``share_steps``).
 
 So every reported success is a float32 misclassification (never an artefact of bf16 rounding),
 and the re-check can only add successes to the bf16 attack's. It cannot promise that the bf16
@@ -388,6 +391,25 @@ def _takes_early_exit(attack: Callable[..., Any]) -> bool:
         return False
 
 
+def _pgd_steps_to_share(attack: Callable[..., Any], kw: dict[str, Any], recheck_steps: int) -> int:
+    """How many of a PGD attack's steps its float32 re-check takes over (0: none).
+
+    PGD with one restart and a classification loss runs a constant step, so its last
+    ``recheck_steps`` steps can be the re-check's float32 steps from the best bf16 iterate at the
+    same step length: the bf16 run takes ``steps - recheck_steps`` (at least one) and the whole
+    attack makes as many gradient passes as float32 PGD. Other attacks (APGD's step schedule
+    depends on its step count; restarts; representation losses) keep all their steps in bf16."""
+    fn = attack.func if isinstance(attack, functools.partial) else attack
+    from .pgd import pgd
+
+    if fn is not pgd or recheck_steps <= 0:
+        return 0
+    if int(_attack_kw(attack, kw, "restarts", 1)) != 1 or not is_classification_loss(_attack_loss(attack, kw)):
+        return 0
+    steps = int(_attack_kw(attack, kw, "steps", 10))
+    return max(0, min(recheck_steps, steps - 1))
+
+
 def recheck_fp32(
     model: nn.Module,
     x: torch.Tensor,
@@ -477,6 +499,7 @@ def with_precision(
     recheck_steps: int = 3,
     recheck_step_size: float | None = None,
     channels_last: bool = True,
+    share_steps: bool = True,
 ) -> Callable[..., AttackResult]:
     """``attack`` run in ``precision`` (``auto``, ``fp32``, ``bf16``) with float32 verdicts.
 
@@ -494,6 +517,12 @@ def with_precision(
             ``2.5 eps / steps`` with the attack's ``steps``, else ``eps / 4``).
         channels_last: in bf16, run the attack's passes on channels-last (NHWC) copies of the
             model's 4-D weights and of the images (the float32 verdicts use the model as it is).
+        share_steps: for PGD with one restart and a classification loss, the re-check's float32
+            steps are the attack's last steps: the bf16 run makes ``steps - recheck_steps``
+            steps at the step length of the full run (``2.5 eps / steps`` unless set), then the
+            float32 re-check continues from the best bf16 iterate with the same step, so
+            ``auto`` PGD-10 makes 10 gradient passes per example like float32 PGD-10 (7 in bf16,
+            3 in float32). False: the bf16 run makes all ``steps`` and the re-check comes on top.
 
     Returns:
         An attack of the same signature. Its :class:`AttackResult` has ``x_adv`` inside the
@@ -519,7 +548,13 @@ def with_precision(
         x_in = x.contiguous(memory_format=torch.channels_last) if cl else x
         gen = kw.get("generator")
         gen_state = gen.get_state() if gen is not None else None
-        fast_kw = {"early_exit": True, **kw} if exits else kw  # broken examples leave the bf16 batch (judged below)
+        fast_kw = {"early_exit": True, **kw} if exits else dict(kw)  # broken examples leave the bf16 batch (judged below)
+        shared = _pgd_steps_to_share(attack, kw, recheck_steps) if share_steps else 0
+        if shared:  # the last `shared` steps are the float32 re-check's, at the full run's step length
+            total = int(_attack_kw(attack, kw, "steps", 10))
+            if _attack_kw(attack, kw, "step_size", None) is None:
+                fast_kw["step_size"] = default_step_size(threat, total)
+            fast_kw["steps"] = total - shared
         try:  # 1. the whole model in bf16 (fastest); 2. bf16 autocast (layers that insist on float32 inputs stay float32)
             res = attack(_Bf16Copy(model, channels_last), x_in, target, threat, **fast_kw)
         except Exception:  # not copyable, or a layer that rejects bf16: autocast below
@@ -541,6 +576,8 @@ def with_precision(
         loss = _attack_loss(attack, kw)
         targeted = bool(_attack_kw(attack, kw, "targeted", False))
         alpha = recheck_step_size
+        if shared and alpha is None:  # the attack's own step length continues
+            alpha = _attack_kw(attack, kw, "step_size", None)
         if alpha is None:
             steps = _attack_kw(attack, kw, "steps", None)
             alpha = default_step_size(threat, int(steps)) if steps else threat.eps / 4
