@@ -12,7 +12,10 @@ a shared machine), and robrep's time over the floor of its own passes, per stage
   only, each timed at the batch size most passes run at: the points left after APGD-CE; timed
   before and after the other runs, the mean);
 - ``call floor``: the same passes at the batch sizes they ran at: model calls x the fixed cost of
-  one call + example-passes x the cost per example (both fitted to timed calls at 3 batch sizes).
+  one call + example-passes x the cost per example (both fitted to timed calls at 3 batch sizes);
+- ``replay floor`` (``--replay``): every model call of the run replayed alone, in order, at the
+  batch size it ran at, and timed: what the passes cost with no attack code around them (no
+  fitted rate; the same batch sizes, so the same cache behaviour).
 
     python benchmarks/bench_autoattack.py --n 200 --json docs/benchmarks/autoattack.json
     python benchmarks/bench_autoattack.py --checkpoint runs/mnist/model.safetensors --dataset mnist --eps 0.3 --n 200
@@ -108,20 +111,42 @@ def run_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
 
 
 class CallLog(nn.Module):
-    """The model, counting its calls per stage: (stage, "grad" | "forward") -> [calls, examples]."""
+    """The model, counting its calls per stage: (stage, "grad" | "forward") -> [calls, examples],
+    and keeping the sequence of calls (stage, kind, batch size) for :func:`replay_floor`."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
         self.stage = "checks"
         self.calls: dict[tuple[str, str], list[int]] = {}
+        self.seq: list[tuple[str, str, int]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kind = "grad" if torch.is_grad_enabled() and x.requires_grad else "forward"
         c = self.calls.setdefault((self.stage, kind), [0, 0])
         c[0] += 1
         c[1] += x.shape[0]
+        self.seq.append((self.stage, kind, int(x.shape[0])))
         return self.model(x)
+
+
+def replay_floor(model: nn.Module, x: torch.Tensor, seq: list[tuple[str, str, int]]) -> dict[str, float]:
+    """CPU seconds per stage of the protocol's own model calls replayed alone: every call of the
+    run, in order, at the batch size it ran at (``grad``: forward + backward to the input;
+    ``forward``: forward only), on the first images of ``x`` (tiled where a call saw more). What
+    the run's passes cost with no attack code around them: the floor it is compared with."""
+    per: dict[str, float] = {}
+    for stage, kind, n in seq:
+        xb = x[:n] if n <= len(x) else x.repeat((n + len(x) - 1) // len(x), 1, 1, 1)[:n]
+        t = time.process_time()
+        if kind == "grad":
+            xr = xb.detach().clone().requires_grad_(True)
+            torch.autograd.grad(model(xr).sum(), xr)
+        else:
+            with torch.no_grad():
+                model(xb)
+        per[stage] = per.get(stage, 0.0) + time.process_time() - t
+    return per
 
 
 @contextmanager
@@ -185,7 +210,8 @@ def run_robrep(protocol: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     stages["final"] = float(ok.sum() - r.success.sum()) / n
     return {"stages": stages, "wall_s": wall, "cpu_s": cpu, "passes": dict(getattr(r, "passes", {})) | vars(counter),
             "precision_ran": getattr(r, "precision", precision), "per_stage": per_stage,
-            "calls": {f"{s}/{k}": v for (s, k), v in (log.calls.items() if log else [])}}
+            "calls": {f"{s}/{k}": v for (s, k), v in (log.calls.items() if log else [])},
+            "call_seq": log.seq if log else []}
 
 
 def _timed(fn, budget: float = 0.4) -> float:  # type: ignore[no-untyped-def]
@@ -247,6 +273,12 @@ def floors(res: dict, costs: dict[str, tuple[float, float, float]]) -> dict[str,
     tot["call_floor"] += sum(calls[k] * costs[k][0] + rest[k] * costs[k][1] for k in rest)
     rows["total"] = {"cpu_s": res["cpu_s"], "floor_s": tot["floor"], "call_floor_s": tot["call_floor"],
                      "over_floor": res["cpu_s"] / max(tot["floor"], 1e-12), "over_call_floor": res["cpu_s"] / max(tot["call_floor"], 1e-12)}
+    replay = res.get("replay_s") or {}
+    if replay:
+        for name, row in rows.items():
+            rs = sum(replay.values()) if name == "total" else replay.get(name, 0.0)
+            row["replay_floor_s"] = rs
+            row["over_replay_floor"] = row["cpu_s"] / max(rs, 1e-12)
     return rows
 
 
@@ -273,6 +305,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     ap.add_argument("--skip-reference", action="store_true", help="robrep only (pass floors) (default: %(default)s)")
     ap.add_argument("--skip-auto", action="store_true", help="no --precision auto row (default: %(default)s)")
+    ap.add_argument("--replay", action="store_true",
+                    help="also time the replay floor: every model call of the fp32 runs replayed alone, in order, at "
+                         "its batch size (doubles the time of those runs) (default: %(default)s)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -294,6 +329,9 @@ def main() -> int:
         costs_before = pass_costs(model, x[:b])
         auto = None if args.skip_auto else run_robrep("autoattack-standard", model, x, y, norm, eps, precision="auto")
         fast = run_robrep("fast", model, x, y, norm, eps)
+        if args.replay:
+            for r in (std, fast):
+                r["replay_s"] = replay_floor(model, x, r["call_seq"])
         costs_after = pass_costs(model, x[:b])
         costs = {k: tuple((u + v) / 2 for u, v in zip(costs_before[k], costs_after[k])) for k in costs_before}
         row = {"model": desc, "norm": norm, "eps": eps, "n": args.n, "reference": ref, "robrep_standard": std,
@@ -327,8 +365,11 @@ def report(row: dict) -> None:
         print(line)
     for proto in ("standard", "fast"):
         for stage, f in row[f"{proto}_floors"].items():
-            print(f"  {proto:8s} {stage:8s} cpu {f['cpu_s']:7.2f} s  floor {f['floor_s']:7.2f} s ({f['over_floor']:.2f}x)"
-                  f"  call floor {f['call_floor_s']:7.2f} s ({f['over_call_floor']:.2f}x)")
+            line = (f"  {proto:8s} {stage:8s} cpu {f['cpu_s']:7.2f} s  floor {f['floor_s']:7.2f} s ({f['over_floor']:.2f}x)"
+                    f"  call floor {f['call_floor_s']:7.2f} s ({f['over_call_floor']:.2f}x)")
+            if "replay_floor_s" in f:
+                line += f"  replay floor {f['replay_floor_s']:7.2f} s ({f['over_replay_floor']:.2f}x)"
+            print(line)
     for kind in ("grad", "forward"):
         before, after = (c[kind][2] * 1e6 for c in row["pass_costs_before_after"])
         print(f"  one {kind} pass per example at the measured batch: {before:.1f} us before, {after:.1f} us after the runs"
