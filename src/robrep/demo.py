@@ -151,11 +151,10 @@ def _first_of_class(data: ImageData, classes: tuple[int, ...]) -> torch.Tensor:
 
 def _accuracy(model: RobrepModel, te: ImageData, thr: ThreatModel, s: DemoSizes, seed: int, precision: str = "fp32",
               attack: str = "pgd") -> dict[str, Any]:
-    from .attacks import is_protocol
     from .evaluate.probe import eval_attack_kwargs
 
-    ak: dict[str, Any] = eval_attack_kwargs(attack, s.eval_steps)  # a protocol: its own budgets, fp32
-    if precision != "fp32" and not is_protocol(attack):
+    ak: dict[str, Any] = eval_attack_kwargs(attack, s.eval_steps)  # a protocol: its own budgets
+    if precision != "fp32":  # an attack: bf16 passes, float32 verdicts; a protocol: the same per stage
         ak["precision"] = precision
     ev = evaluate(model, te, threat=thr, attack=attack, attack_kwargs=ak, seed=seed)
     curve = [[0.0, ev.clean_accuracy]]
