@@ -62,6 +62,22 @@ def sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
+def fit_steps(model: torch.nn.Module, data: Any, opt: torch.optim.Optimizer, steps: int,
+              transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.nn.Module:
+    """``steps`` cross-entropy steps of ``opt`` on shuffled batches of 64 from ``data`` (an
+    ``ImageData``; order seeded with 0), inputs passed through ``transform`` first; returns the
+    model in eval mode. The short training the benchmarks give their models."""
+    model.train()
+    for i, (xb, yb) in enumerate(data.batches(64, shuffle=True, generator=torch.Generator().manual_seed(0))):
+        loss = torch.nn.functional.cross_entropy(model(transform(xb) if transform else xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i + 1 == steps:
+            break
+    return model.eval()
+
+
 def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, dev: torch.device) -> dict[str, list[float]]:
     """Seconds of each callable, ``repeats`` rounds; in each round every callable runs once, in an
     order rotated by one per round (no position favours any of them)."""

@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from _common import machine_info, markdown_table, median, print_machine  # noqa: E402
+from _common import fit_steps, machine_info, markdown_table, median, print_machine  # noqa: E402
 
 import robrep  # noqa: E402
 from robrep.attacks import create_attack, pgd  # noqa: E402
@@ -83,17 +83,10 @@ def mnist_cnn(checkpoint: str | None, quick: bool) -> tuple[torch.nn.Module, tor
         return model, x, y, 0.03, f"fresh weights, random images (MNIST not found: {e})"
     torch.manual_seed(0)
     model = create_model("small-cnn", num_classes=10, input_shape=(1, 28, 28), dataset="mnist")
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     steps = 30 if quick else 300
-    for i, (xb, yb) in enumerate(tr.batches(64, shuffle=True, generator=torch.Generator().manual_seed(0))):
-        loss = torch.nn.functional.cross_entropy(model(xb), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i + 1 == steps:
-            break
+    fit_steps(model, tr, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), steps)
     x, y = te.head(512).tensors()
-    return model.eval(), x, y, 0.1, f"trained here ({steps} SGD steps on MNIST, standard)"
+    return model, x, y, 0.1, f"trained here ({steps} SGD steps on MNIST, standard)"
 
 
 def torchattacks_pgd(model: torch.nn.Module, eps: float, steps: int) -> Any:

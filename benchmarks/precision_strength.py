@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, markdown_table, print_machine  # noqa: E402
+from _common import fit_steps, machine_info, markdown_table, print_machine  # noqa: E402
 
 import robrep  # noqa: E402
 from robrep.attacks import create_attack  # noqa: E402
@@ -53,36 +53,19 @@ def _rgb32(x: torch.Tensor) -> torch.Tensor:
 
 
 def _cifar_shape_resnet(steps: int) -> nn.Module:
-    tr = robrep.load_dataset("mnist", "train")
     torch.manual_seed(0)
     model = create_model("resnet18", num_classes=10, input_shape=(3, 32, 32))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model.train()
-    for step, (xb, yb) in enumerate(tr.batches(64, shuffle=True, generator=torch.Generator().manual_seed(0))):
-        loss = nn.functional.cross_entropy(model(_rgb32(xb)), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step + 1 == steps:
-            break
-    return model.eval()
+    return fit_steps(model, robrep.load_dataset("mnist", "train"), torch.optim.Adam(model.parameters(), lr=1e-3), steps,
+                     transform=_rgb32)
 
 
 def _standard_cnn(steps: int = 300) -> nn.Module:
     """``small-cnn`` trained normally for ``steps`` SGD steps of 64 MNIST images (the model of
     ``bench_precision.py``'s MNIST row)."""
-    tr = robrep.load_dataset("mnist", "train")
     torch.manual_seed(0)
     model = create_model("small-cnn", num_classes=10, input_shape=(1, 28, 28), dataset="mnist")
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for i, (xb, yb) in enumerate(tr.batches(64, shuffle=True, generator=torch.Generator().manual_seed(0))):
-        loss = nn.functional.cross_entropy(model(xb), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i + 1 == steps:
-            break
-    return model.eval()
+    return fit_steps(model, robrep.load_dataset("mnist", "train"),
+                     torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), steps)
 
 
 def _robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, precision: str,

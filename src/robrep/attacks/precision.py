@@ -52,7 +52,7 @@ from ..runtime import PRECISIONS, _warn_once, resolve_precision
 from ..threats import ThreatModel
 from .apgd_targeted import dlr_targeted_loss
 from .losses import AttackLoss, get_loss, is_classification_loss
-from .pgd import AttackResult, Tracker, default_step_size
+from .pgd import AttackResult, Tracker, default_step_size, pgd
 
 __all__ = ["Bf16Model", "Bf16Forward", "Fp32Check", "bf16_attack_model", "with_precision", "failing_layer", "recheck_fp32"]
 
@@ -400,8 +400,6 @@ def _pgd_steps_to_share(attack: Callable[..., Any], kw: dict[str, Any], recheck_
     attack makes as many gradient passes as float32 PGD. Other attacks (APGD's step schedule
     depends on its step count; restarts; representation losses) keep all their steps in bf16."""
     fn = attack.func if isinstance(attack, functools.partial) else attack
-    from .pgd import pgd
-
     if fn is not pgd or recheck_steps <= 0:
         return 0
     if int(_attack_kw(attack, kw, "restarts", 1)) != 1 or not is_classification_loss(_attack_loss(attack, kw)):
