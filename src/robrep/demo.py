@@ -95,7 +95,7 @@ FULL = DemoSizes(
     train_fraction=1.0, epochs=8, train_attack_steps=5,
     test_n=1000, eval_steps=20, curve_eps=(0.05, 0.1, 0.15, 0.2),
     mi_n=1000, mi_layers=("penultimate", "logits"), mi_critics=4, mi_steps=300, mi_batch=64,
-    mi_attack_steps=3, mi_eval_attack_steps=10, mi_eval_batches=4,
+    mi_attack_steps=3, mi_eval_attack_steps=10, mi_eval_batches=5,
     synbench_scales=tuple(round(0.2 * k - 0.1, 1) for k in range(1, 26)), synbench_n=1024,
     probe_train_n=5000, probe_epochs=20, probe_eval_n=1000, probe_eval_steps=20,
     cert_n=100, cert_n0=64, cert_samples=1000, cert_sigma=0.25, cert_alpha=0.001,

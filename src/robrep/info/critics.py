@@ -15,10 +15,12 @@ A factory has the signature ``factory(x_shape, z_dim, **options) -> nn.Module``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from math import prod
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._registry import Registry
@@ -86,6 +88,14 @@ class DIMCritic(nn.Module):
         return torch.einsum("nkl,mk->lnm", lx, gz)
 
 
+def _check_temperature(t: float | None) -> float | None:
+    if t is None:
+        return None
+    if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+        raise InputError(f"critic temperature must be a positive number or None, got {t!r}")
+    return float(t)
+
+
 class SeparableMLPCritic(nn.Module):
     """``T(x, z) = f(x) . g(z)`` with two ReLU MLPs (Poole et al. 2019's separable critic).
 
@@ -95,15 +105,21 @@ class SeparableMLPCritic(nn.Module):
         hidden: hidden width; embed: embedding size; layers: hidden layers per branch.
         shortcut: add a linear shortcut to each branch (identity-initialised, as the DIM
             critic's 1x1 blocks), so bilinear scores x^T A z are learnt fast.
+        temperature: None: the score is the inner product (unbounded). A number t: the score is
+            the cosine of the two embeddings divided by t, so it lies in [-1/t, 1/t] (as in
+            SimCLR's contrastive loss). A bounded score keeps the critic from growing its scale
+            without limit once the training batch is solved, and bounds how far an input moved
+            off the data the critic saw can push one read (see docs/methods/vulnerability.md).
 
     Shape:
         - x: (N, ...); z: (N, D).  Output: (1, N, N).
     """
 
     def __init__(self, x_shape: Sequence[int], z_dim: int, hidden: int = 128, embed: int = 32, layers: int = 2,
-                 shortcut: bool = True) -> None:
+                 shortcut: bool = True, temperature: float | None = None) -> None:
         super().__init__()
         self.shortcut = shortcut
+        self.temperature = _check_temperature(temperature)
 
         def mlp(d: int) -> nn.Sequential:
             mods: list[nn.Module] = []
@@ -131,6 +147,8 @@ class SeparableMLPCritic(nn.Module):
         fx, gz = self.f(x), self.g(z)
         if self.fs is not None and self.gs is not None:
             fx, gz = fx + self.fs(x), gz + self.gs(z)
+        if self.temperature is not None:
+            fx, gz = F.normalize(fx, dim=-1) / self.temperature, F.normalize(gz, dim=-1)
         return (fx @ gz.T).unsqueeze(0)
 
 
@@ -169,18 +187,19 @@ class SeparableMLPEnsemble(nn.Module):
 
     Args:
         k: number of critics.
-        x_shape, z_dim, hidden, embed, layers, shortcut: as :class:`SeparableMLPCritic`.
+        x_shape, z_dim, hidden, embed, layers, shortcut, temperature: as :class:`SeparableMLPCritic`.
 
     Shape:
         - x: (N, ...); z: (N, D).  Output: (k, 1, N, N), ``out[j, 0, a, b] = T_j(x_a, z_b)``.
     """
 
     def __init__(self, k: int, x_shape: Sequence[int], z_dim: int, hidden: int = 128, embed: int = 32, layers: int = 2,
-                 shortcut: bool = True) -> None:
+                 shortcut: bool = True, temperature: float | None = None) -> None:
         super().__init__()
         if k < 1:
             raise InputError(f"an ensemble needs at least one critic, got k={k}")
         self.k = int(k)
+        self.temperature = _check_temperature(temperature)
         members = [SeparableMLPCritic(x_shape, z_dim, hidden, embed, layers, shortcut) for _ in range(self.k)]
 
         def stack(get: Callable[[SeparableMLPCritic], list[nn.Linear]]) -> tuple[nn.ParameterList, nn.ParameterList]:
@@ -217,6 +236,8 @@ class SeparableMLPEnsemble(nn.Module):
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         fx, gz = self.embed(x, z)
+        if self.temperature is not None:
+            fx, gz = F.normalize(fx, dim=-1) / self.temperature, F.normalize(gz, dim=-1)
         return torch.bmm(fx, gz.transpose(1, 2)).unsqueeze(1)
 
 

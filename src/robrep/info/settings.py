@@ -20,6 +20,9 @@ class MISettings:
         estimator: bound name (``infonce``, ``dv``, ``jsd``, ``smile``, ``dv-code``).
         critic: ``mlp`` (separable MLP critics, batched), ``dim`` (the paper's), ``concat``.
         critic_kwargs: options of the critic (e.g. ``{"hidden": 128, "embed": 32}``).
+        critic_temperature: ``mlp`` critics score pairs by the cosine of their embeddings over this
+            temperature (scores bounded by 1/temperature); 0: the unbounded inner product.
+            A ``temperature`` in critic_kwargs takes precedence.
         n_critics: critics per estimate (trained together on one shared batch).
         steps: maximum clean critic steps; adv_steps: maximum worst-case critic steps.
         batch_size: training batch (InfoNCE: also the evaluation batch unless eval_batch_size).
@@ -41,6 +44,8 @@ class MISettings:
             ``folds`` times one fit).
         warm_start: worst-case critics start from the trained clean critics.
         eval_every, patience: early stopping on a validation batch (patience 0: off).
+        average: the critics validated and read are an exponential moving average of the trained
+            weights, decay ``average`` per step (0: the last weights).
         level: interval level.
         preset: the preset these settings came from.
     """
@@ -48,6 +53,7 @@ class MISettings:
     estimator: str = "infonce"
     critic: str = "mlp"
     critic_kwargs: dict[str, Any] | None = None
+    critic_temperature: float = 0.1
     n_critics: int = 8
     steps: int = 300
     adv_steps: int = 100
@@ -64,6 +70,7 @@ class MISettings:
     warm_start: bool = True
     eval_every: int = 25
     patience: int = 3
+    average: float = 0.95
     level: float = 0.95
     preset: str = "standard"
 
@@ -82,7 +89,7 @@ PRESETS: dict[str, MISettings] = {
     # PGD-7 per critic step (no random start), PGD-20 at evaluation, independent critics, no early stop
     "paper": MISettings(estimator="dv", critic="dim", critic_kwargs={"hidden": 2048, "width": 64}, n_critics=3, steps=500,
                         adv_steps=500, batch_size=128, lr=1e-4, attack_steps=7, eval_attack_steps=20, eval_fraction=0.2,
-                        folds=1, warm_start=False, patience=0, preset="paper"),
+                        folds=1, warm_start=False, patience=0, average=0.0, critic_temperature=0.0, preset="paper"),
 }
 DEFAULT_PRESET = "standard"
 
@@ -107,6 +114,10 @@ def mi_settings(preset: str | MISettings | None = None, **overrides: Any) -> MIS
             raise InputError(f"{k} must be >= 1, got {getattr(s, k)}")
     if s.batch_size < 2:
         raise InputError(f"batch_size must be >= 2 (negatives are other batch members), got {s.batch_size}")
+    if not s.critic_temperature >= 0:
+        raise InputError(f"critic_temperature must be >= 0 (0: unbounded scores), got {s.critic_temperature}")
+    if not 0 <= s.average < 1:
+        raise InputError(f"average (the critics' weight-averaging decay) must be in [0, 1), got {s.average}")
     if not 0 < s.eval_fraction < 1:
         raise InputError(f"eval_fraction must be in (0, 1), got {s.eval_fraction}")
     get_bound(s.estimator)

@@ -215,10 +215,27 @@ def _check_finite(v: torch.Tensor, b: Bound, step: int, phase: str) -> None:
 def _train(critics: nn.Module, b: Bound, s: MISettings, steps: int, batch: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]],
            validate: Callable[[], float] | None, seed: int, phase: str) -> int:
     """Adam ascent of every critic's bound on one shared batch per step; early stopping on
-    ``validate()`` (mean held-out estimate) every ``eval_every`` steps. Returns steps taken."""
+    ``validate()`` (mean held-out estimate) every ``eval_every`` steps. Returns steps taken.
+
+    With ``s.average`` > 0 the critics that are validated, kept and read are an exponential moving
+    average of the trained weights (decay ``s.average`` per step): Adam at a constant learning rate
+    leaves the weights jittering around the optimum on noisy batches, and every bound read at a
+    jittered point is low; the average sits nearer the optimum (docs/methods/vulnerability.md)."""
     opt = torch.optim.Adam(critics.parameters(), lr=s.lr)
     g = torch.Generator().manual_seed(seed)
+    avg = float(s.average)
+    params = [p for p in critics.parameters() if p.requires_grad]
+    mean = [p.detach().clone() for p in params] if avg > 0 else None
     best, best_state, bad, t = -math.inf, None, 0, 0
+
+    def swap() -> None:  # exchange the trained and the averaged weights
+        assert mean is not None
+        with torch.no_grad():
+            for p, m in zip(params, mean):
+                tmp = p.detach().clone()
+                p.copy_(m)
+                m.copy_(tmp)
+
     for t in range(1, steps + 1):
         xb, zb = batch(g)
         critics.train()
@@ -227,8 +244,13 @@ def _train(critics: nn.Module, b: Bound, s: MISettings, steps: int, batch: Calla
         opt.zero_grad(set_to_none=True)
         (-v.sum()).backward()
         opt.step()
+        if mean is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(mean, [p.detach() for p in params], 1.0 - avg)
         if validate is not None and s.patience > 0 and (t % s.eval_every == 0 or t == steps):
             critics.eval()
+            if mean is not None:
+                swap()
             val = validate()
             if not math.isfinite(val):
                 _check_finite(torch.tensor([val]), b, t, phase + " validation")
@@ -237,10 +259,14 @@ def _train(critics: nn.Module, b: Bound, s: MISettings, steps: int, batch: Calla
                 best_state = {k_: p.detach().clone() for k_, p in critics.state_dict().items()}
             else:
                 bad += 1
-                if bad >= s.patience:
-                    break
+            if mean is not None:
+                swap()
+            if bad >= s.patience:
+                break
     if best_state is not None:
         critics.load_state_dict(best_state)
+    elif mean is not None:
+        swap()
     critics.eval()
     return t
 
@@ -255,6 +281,8 @@ _MAX_CRITIC_WEIGHTS = 40_000_000
 
 def _make_critics(s: MISettings, x_shape: Sequence[int], z_dim: int, seed: int, what: str) -> nn.Module:
     kw = dict(s.critic_kwargs or {})
+    if s.critic == "mlp" and s.critic_temperature > 0:
+        kw.setdefault("temperature", s.critic_temperature)
     if s.critic in ("mlp", "concat"):
         hidden = int(kw.get("hidden", 128))
         d_in = z_dim + (math.prod(x_shape) if s.critic == "concat" else 0)
