@@ -546,8 +546,9 @@ def _notes(s: DemoSizes, fast: bool, attack: str = "pgd") -> list[str]:
         f"on the first {s.test_n} test images (the probe's adversarial accuracy too).",
         f"Representation vulnerability (Zhu et al. 2020): clean minus worst-case mutual information (nats, InfoNCE, at most "
         f"log {s.mi_batch} = {math.log(s.mi_batch):.2f}) of the penultimate layer at the same eps, from {s.mi_critics} separable "
-        f"MLP critics trained together (the paper uses a convolutional critic and the DV bound) for at most {s.mi_steps} steps "
-        f"on {s.mi_n} test images; the interval (vulnerability_low .. high) resamples critics and held-out images. "
+        f"MLP critics with bounded scores trained together (the paper uses a convolutional critic and the DV bound) for at "
+        f"most {s.mi_steps} steps on {s.mi_n} test images; the interval (vulnerability_low .. high) covers the critics' "
+        f"spread and the held-out images. "
         f"accuracy_bound is Fano's bound on "
         f"the adversarial accuracy of any classifier on the representation; 1 means it does not constrain.",
         f"SynBench (Ko et al.): score at threshold accuracy {SYNBENCH_THRESHOLD:g} for eps 0 and {SYNBENCH_ROBUST_EPS:g} "

@@ -6,8 +6,11 @@
 #                reduced to $CORE_EPOCHS epochs (default 1 instead of 10), linf 0.3
 #   fmnist-tiny  benchmarks/bench_autoattack.py's Fashion-MNIST CNN (PGD-2, 250 steps), linf 0.1 and l2 1.5
 #   demo-robust  the robust model `robrep demo` trains (copy its out/robust folder there), linf 0.1
-# RESULTS: where the chunks go (default table/ here).
-# Usage: bash experiments/croce2020/standard-agreement/table.sh core|others [N]
+#   mnist-core-10ep  the MNIST core model's recipe at its 10 epochs (`core10`), linf 0.3
+#   fmnist-pgd   the Fashion-MNIST PGD model of experiments/zoo/train_zoo.sh (`fmnist`), linf 0.1 and l2 1.5
+# RESULTS: where the chunks go (default table/ here). START/END: image range of this invocation
+# (default 0 and N), so that two processes can share a model's images.
+# Usage: bash experiments/croce2020/standard-agreement/table.sh core|core10|fmnist|others [N]
 #        python experiments/croce2020/standard-agreement/table.py summary
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -17,16 +20,31 @@ M=${MODELS:-/work/models/aa}
 n=${2:-1000}
 tab() { python "$here/table.py" run --results "${RESULTS:-$here/table}" "$@"; }
 case "$1" in
-core)
-  if [ ! -f "$M/mnist-core/model.safetensors" ]; then
-    rm -rf "$M/.tmp-mnist-core"
+core|core10)
+  if [ "$1" = core10 ]; then name=mnist-core-10ep; epochs=10; else name=mnist-core; epochs=${CORE_EPOCHS:-1}; fi
+  if [ ! -f "$M/$name/model.safetensors" ]; then
+    rm -rf "$M/.tmp-$name"
     python -m robrep train --dataset mnist --model small-cnn --model-arg width=32 --model-arg feat_dim=256 \
       --objective pgd --eps 0.3 --eps-warmup 0.25 --objective-arg steps=10 --objective-arg step_size=0.075 \
-      --objective-arg llr=1 --epochs "${CORE_EPOCHS:-1}" --batch-size 128 --optimizer adam --lr 0.001 --schedule cosine \
-      --eval-n 0 --seed 0 --threads 1 --quiet --json --out "$M/.tmp-mnist-core" | tail -1 > "$M/mnist-core.train.json"
-    mv "$M/.tmp-mnist-core" "$M/mnist-core"
+      --objective-arg llr=1 --epochs "$epochs" --batch-size 128 --optimizer adam --lr 0.001 --schedule cosine \
+      --eval-n 0 --seed 0 --threads 1 --quiet --json --out "$M/.tmp-$name" | tail -1 > "$M/$name.train.json"
+    mv "$M/.tmp-$name" "$M/$name"
   fi
-  tab --name mnist-core --checkpoint "$M/mnist-core/model.safetensors" --dataset mnist --norm linf --eps 0.3 --n "$n" --chunk 50
+  tab --name "$name" --checkpoint "$M/$name/model.safetensors" --dataset mnist --norm linf --eps 0.3 \
+    --start "${START:-0}" --n "${END:-$n}" --chunk 50
+  ;;
+fmnist)
+  if [ ! -f "$M/fmnist-pgd/model.safetensors" ]; then
+    rm -rf "$M/.tmp-fmnist-pgd"
+    python -m robrep train --dataset fashion-mnist --objective pgd --eps 0.1 --eps-warmup 0.3 --objective-arg steps=10 \
+      --objective-arg step_size=0.025 --model small-cnn --epochs 6 --batch-size 128 --optimizer adam --lr 0.002 \
+      --schedule cosine --eval-n 1000 --threads 1 --quiet --json --out "$M/.tmp-fmnist-pgd" | tail -1 > "$M/fmnist-pgd.train.json"
+    mv "$M/.tmp-fmnist-pgd" "$M/fmnist-pgd"
+  fi
+  tab --name fmnist-pgd-linf --checkpoint "$M/fmnist-pgd/model.safetensors" --dataset fashion-mnist --eps 0.1 \
+    --start "${START:-0}" --n "${END:-$n}" --chunk 50
+  tab --name fmnist-pgd-l2 --checkpoint "$M/fmnist-pgd/model.safetensors" --dataset fashion-mnist --norm l2 --eps 1.5 \
+    --start "${START:-0}" --n "${END:-$n}" --chunk 50
   ;;
 others)
   if [ ! -f "$M/fmnist-tiny/fashion-mnist-elu-eps0.1-steps250.safetensors" ]; then
@@ -43,5 +61,5 @@ torch.set_num_threads(1); from bench_autoattack import train; train('fashion-mni
     tab --name fmnist-tiny-l2 --checkpoint "$f" --dataset fashion-mnist --norm l2 --eps 1.5 --start "$s" --n $((s + 100))
   done
   ;;
-*) echo "usage: table.sh core|others [N]" >&2; exit 2 ;;
+*) echo "usage: table.sh core|core10|fmnist|others [N]" >&2; exit 2 ;;
 esac

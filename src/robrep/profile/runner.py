@@ -327,7 +327,7 @@ def profile(
                                          high=v0["accuracy_bound"]["high"], n=len(x_mi))
         curves["vulnerability"] = {
             "title": "Representation vulnerability per layer", "x": "layer", "y": "vulnerability (nats)",
-            "n": f"n = {len(x_mi)} images ({crit}, DV bound); bars: 95 % intervals",
+            "n": f"n = {len(x_mi)} images ({crit}, InfoNCE bound); bars: 95 % intervals",
             "series": {"vulnerability": [[k, v["vulnerability"]["estimate"]] for k, v in per_layer.items()]},
             "errors": {"vulnerability": [[v["vulnerability"]["low"], v["vulnerability"]["high"]] for v in per_layer.values()]}}
     # 4. SynBench

@@ -43,7 +43,7 @@ METRIC_HELP: dict[str, str] = {
     "robust_accuracy": "test accuracy under the PGD attack at the run's eps",
     "n": "test images evaluated",
     "train_seconds": "training wall time (s)",
-    "mi_clean": "I(X; R(X)) of the penultimate layer (nats, DV bound)",
+    "mi_clean": "I(X; R(X)) of the penultimate layer (nats, InfoNCE bound)",
     "mi_worst": "worst-case I(X'; R(X')) within the eps ball (nats)",
     "vulnerability": "representation vulnerability mi_clean - mi_worst (nats; lower is more robust)",
     "vulnerability_low": "95 % interval of the vulnerability, low end",
