@@ -20,6 +20,7 @@ metadata), ``state.pt`` (optimizer, scheduler, objective modules; tensors only, 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -490,5 +491,10 @@ def train(
     if world > 1:
         dist.barrier()
         if created_pg:
+            # DDP's reducer holds the process group: release it first, so that the group's gloo
+            # threads are joined here and not in a destructor at interpreter exit (which aborts
+            # with "terminate called without an active exception" while a peer still runs)
+            run.train_model = run.model
+            gc.collect()
             dist.destroy_process_group()
     return TrainResult(run.model.eval(), path, history, seconds)
