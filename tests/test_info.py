@@ -399,6 +399,39 @@ def test_bounded_critic_scores_are_cosines_over_temperature() -> None:
     assert raw.abs().max() > 10 and torch.allclose(raw[:, 0] / (fx.norm(dim=-1)[..., None] * gz.norm(dim=-1)[:, None]) / 0.1, s[:, 0], atol=1e-4)
 
 
+def test_averaged_critic_weights_are_the_moving_average_of_the_trajectory() -> None:
+    """With ``average`` a and no early stopping, the critics left after T steps hold the
+    exponential moving average of the weights after steps 0..T (m_0 = w_0, m_t = a m_{t-1} +
+    (1 - a) w_t), computed here from T runs without averaging that stop after 1..T steps (the
+    trajectory does not depend on the averaging)."""
+    from robrep.info.mi_bounds import get_bound
+    from robrep.info.settings import mi_settings as ms
+    from robrep.info.training import _make_critics, _train
+
+    x, z = _gauss_rho(256, 0.9, 5)
+    b = get_bound("infonce")
+
+    def batch(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randperm(256, generator=g)[:32]
+        return x[idx], z[idx]
+
+    def weights(average: float, steps: int) -> list[torch.Tensor]:
+        s = ms(n_critics=2, patience=0, average=average, critic_kwargs={"hidden": 8, "embed": 4, "layers": 1}, lr=1e-2)
+        c = _make_critics(s, (1,), 1, 3, "test")
+        if steps:
+            _train(c, b, s, steps, batch, None, 7, "clean")
+        return [p.detach().clone() for p in c.parameters()]
+
+    a, steps = 0.6, 5
+    traj = [weights(0.0, t) for t in range(steps + 1)]
+    assert not torch.equal(traj[0][0], traj[-1][0])
+    ref = traj[0]
+    for w in traj[1:]:
+        ref = [a * m + (1 - a) * v for m, v in zip(ref, w)]
+    for got, want in zip(weights(a, steps), ref):
+        assert torch.allclose(got, want, atol=1e-6)
+
+
 def _gauss_case(seed: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     return _gauss_rho(m, 0.9, 100 + seed)
 

@@ -96,6 +96,14 @@ def _check_temperature(t: float | None) -> float | None:
     return float(t)
 
 
+def _bounded(fx: torch.Tensor, gz: torch.Tensor, t: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings whose inner product is the score: as they are (t None), or unit vectors with the
+    x side divided by ``t`` (score = cosine / t)."""
+    if t is None:
+        return fx, gz
+    return F.normalize(fx, dim=-1) / t, F.normalize(gz, dim=-1)
+
+
 class SeparableMLPCritic(nn.Module):
     """``T(x, z) = f(x) . g(z)`` with two ReLU MLPs (Poole et al. 2019's separable critic).
 
@@ -147,8 +155,7 @@ class SeparableMLPCritic(nn.Module):
         fx, gz = self.f(x), self.g(z)
         if self.fs is not None and self.gs is not None:
             fx, gz = fx + self.fs(x), gz + self.gs(z)
-        if self.temperature is not None:
-            fx, gz = F.normalize(fx, dim=-1) / self.temperature, F.normalize(gz, dim=-1)
+        fx, gz = _bounded(fx, gz, self.temperature)
         return (fx @ gz.T).unsqueeze(0)
 
 
@@ -236,8 +243,7 @@ class SeparableMLPEnsemble(nn.Module):
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         fx, gz = self.embed(x, z)
-        if self.temperature is not None:
-            fx, gz = F.normalize(fx, dim=-1) / self.temperature, F.normalize(gz, dim=-1)
+        fx, gz = _bounded(fx, gz, self.temperature)
         return torch.bmm(fx, gz.transpose(1, 2)).unsqueeze(1)
 
 
