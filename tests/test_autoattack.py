@@ -224,6 +224,69 @@ def test_hyperplane_box_projection_is_minimal_and_feasible(norm: str) -> None:
     assert torch.allclose(nd[unbound], free[unbound], rtol=1e-4)
 
 
+def _direct_projection(p: torch.Tensor, w: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:
+    """The minimal-norm step to ``w . x = b`` inside [0,1], row by row in float64 from the
+    definition: scan the breakpoints of ``g(lam) = w . d(lam)`` and interpolate on the segment
+    that reaches ``c`` (to the box corner when none does)."""
+    out = torch.zeros_like(p, dtype=torch.float64)
+    for r in range(p.shape[0]):
+        pr, wr = p[r].double(), w[r].double()
+        c = float(b[r]) - float((wr * pr).sum())
+        if c == 0:
+            continue
+        s = 1.0 if c > 0 else -1.0
+        wr, c = wr * s, c * s
+        cap = torch.where(wr > 0, 1 - pr, pr).clamp_min(0)
+        aw = wr.abs()
+
+        def step(lam: float) -> torch.Tensor:
+            return torch.minimum(torch.full_like(cap, lam), cap) if norm == "linf" else torch.minimum(lam * aw, cap)
+
+        brk = cap if norm == "linf" else torch.where(aw > 0, cap / aw.clamp_min(1e-300), torch.full_like(cap, 1e12))
+        lam = math.inf
+        lo = 0.0
+        for hi in sorted(set(brk.tolist())):
+            if float((aw * step(hi)).sum()) >= c:  # the root is in [lo, hi]: g is linear there
+                g_lo = float((aw * step(lo)).sum())
+                slope = float((aw if norm == "linf" else aw * aw)[brk > lo].sum())
+                lam = lo + (c - g_lo) / slope
+                break
+            lo = hi
+        out[r] = torch.sign(wr) * (cap if math.isinf(lam) else step(lam))
+    return out
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_hyperplane_box_projection_equals_the_direct_solution_where_the_box_binds(norm: str) -> None:
+    """Rows far from the hyperplane (many coordinates at the box, some rows unable to reach it),
+    images with saturated pixels and zero weights: the projection equals a float64 scan of the
+    breakpoints, and the sorting solver (used for rows Newton has not settled) gives the same radius."""
+    from robrep.attacks.fab import _radius_by_sorting
+
+    g = torch.Generator().manual_seed(1)
+    p = torch.rand(40, 60, generator=g)
+    p[p < 0.25] = 0.0
+    p[p > 0.85] = 1.0
+    w = torch.randn(40, 60, generator=g)
+    w[:, :5] = 0.0
+    scale = torch.logspace(-2, 1.5, 40)
+    b = (w * p).sum(1) + scale * torch.randn(40, generator=g).sign()
+    d = project_hyperplane_box(p, w, b, norm)
+    ref = _direct_projection(p, w, b, norm)
+    assert torch.allclose(d.double(), ref, atol=2e-5), (d.double() - ref).abs().max()
+    reached = torch.isclose((w * (p + d)).sum(1), b, atol=1e-4)
+    assert 5 < int(reached.sum()) < 40  # both kinds of row are in the test
+    # the sorting solver's radius reproduces the same step
+    c = b - (w * p).sum(1)
+    ws = w * torch.where(c >= 0, 1.0, -1.0)[:, None]
+    cap = torch.where(ws > 0, 1.0 - p, p).clamp_min(0.0)
+    aw = ws.abs()
+    brk = cap if norm == "linf" else torch.where(aw > 0, cap / aw.clamp_min(1e-30), torch.full_like(cap, 1e12))
+    lam = _radius_by_sorting(brk, aw if norm == "linf" else aw * aw, aw * cap, c.abs())
+    mag = torch.minimum(lam[:, None], cap) if norm == "linf" else torch.where(aw > 0, torch.minimum(lam[:, None] * aw, cap), 0.0)
+    assert torch.allclose((torch.sign(ws) * mag).double(), ref, atol=2e-5)
+
+
 # --- flags ---------------------------------------------------------------------------------
 
 
