@@ -2,7 +2,7 @@
 # Transfer sweep (Salman et al. 2020) on CPU: every finished source in $SRC -> MNIST and the
 # bundled demo set, fixed-feature and full-network, 3 seeds. Resumable: rerun at will; finished
 # cells (one JSON file each) are skipped.
-# Usage: [SRC=... OUT=... NAMES="linf-0 linf-0.1"] bash experiments/salman2020/robust-transfer/run.sh STAGE...
+# Usage: [SRC=... OUT=... NAMES="linf-0 linf-0.1" ATTACK=... SEEDS=...] bash experiments/salman2020/robust-transfer/run.sh STAGE...
 #   STAGE: fixed-small (MNIST 1 %, demo 10 %), full (same targets), fixed-large (MNIST 10 %,
 #          demo 100 %), selfcheck (each source back to Fashion-MNIST, its own training subset
 #          $SELF_FRACTION, seed 0: should reproduce the source's own test accuracy), all.
@@ -17,8 +17,9 @@ for name in ${NAMES:-linf-0 linf-0.05 linf-0.1 linf-0.2 l2-1 l2-2}; do
   if [ -f "$SRC/$name-s0/model.safetensors" ]; then SOURCES+=("$name=$SRC/$name-s0/model.safetensors"); fi
 done
 echo "sources: ${SOURCES[*]}" >&2
-# adversarial accuracy on the target: PGD-10, Linf eps 0.05, first 500 test images
-EVAL="--eval-norm linf --eval-eps 0.05 --eval-steps 10 --eval-n 500 --seeds 0 1 2 --quiet --json"
+# adversarial accuracy on the target: PGD-10 (ATTACK=autoattack-standard: the AutoAttack standard),
+# Linf eps 0.05, first 500 test images; SEEDS: the transfer seeds (default 0 1 2)
+EVAL="--eval-norm linf --eval-eps 0.05 --attack ${ATTACK:-pgd} --eval-steps 10 --eval-n 500 --seeds ${SEEDS:-0 1 2} --quiet --json"
 # fixed-feature: the paper's schedule exactly (150 epochs, lr 0.01 x0.1 at 50/100, batch 64,
 # SGD momentum 0.9, wd 5e-4); cheap because the frozen features are cached.
 FIXED="--modes fixed --epochs 150"
