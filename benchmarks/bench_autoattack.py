@@ -40,6 +40,19 @@ from torch import nn
 import robrep
 from robrep.attacks import PassCounter, run_protocol
 
+_DEVICE = torch.device("cpu")
+
+
+def _clock() -> float:
+    """The time the benchmark compares: process CPU seconds on a CPU (one thread: close to what an
+    idle machine measures, even on a shared one); on a GPU, wall seconds after a synchronize (the
+    ``cpu_s`` fields then hold these)."""
+    if _DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+        return time.perf_counter()
+    return time.process_time()
+
+
 CASES = {"mnist": ("mnist", "linf", 0.3), "fashion-mnist": ("fashion-mnist", "linf", 0.1)}
 
 
@@ -101,7 +114,7 @@ def run_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
     log.setLevel(logging.DEBUG)
     log.addHandler(handler)
     try:
-        aa = AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version="standard", seed=0, device="cpu")
+        aa = AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version="standard", seed=0, device=str(x.device))
         t = time.perf_counter()
         aa.run_standard_evaluation(x, y, batch_size=len(x))
         wall = time.perf_counter() - t
@@ -138,14 +151,14 @@ def replay_floor(model: nn.Module, x: torch.Tensor, seq: list[tuple[str, str, in
     per: dict[str, float] = {}
     for stage, kind, n in seq:
         xb = x[:n] if n <= len(x) else x.repeat((n + len(x) - 1) // len(x), 1, 1, 1)[:n]
-        t = time.process_time()
+        t = _clock()
         if kind == "grad":
             xr = xb.detach().clone().requires_grad_(True)
             torch.autograd.grad(model(xr).sum(), xr)
         else:
             with torch.no_grad():
                 model(xb)
-        per[stage] = per.get(stage, 0.0) + time.process_time() - t
+        per[stage] = per.get(stage, 0.0) + _clock() - t
     return per
 
 
@@ -162,13 +175,13 @@ def stage_timers(log: CallLog | None, counter: PassCounter):  # type: ignore[no-
             if log is not None:
                 log.stage = name
             g0, f0 = counter.grad, counter.forward
-            w, c = time.perf_counter(), time.process_time()
+            w, c = time.perf_counter(), _clock()
             try:
                 return fn(*a, **kw)
             finally:
                 d = out.setdefault(name, {"wall_s": 0.0, "cpu_s": 0.0, "grad": 0, "forward": 0})
                 d["wall_s"] += time.perf_counter() - w
-                d["cpu_s"] += time.process_time() - c
+                d["cpu_s"] += _clock() - c
                 d["grad"] += counter.grad - g0
                 d["forward"] += counter.forward - f0
                 if log is not None:
@@ -191,7 +204,7 @@ def run_robrep(protocol: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     counter = PassCounter()
     log = CallLog(model) if precision == "fp32" else None
     net = log if log is not None else model
-    w, c = time.perf_counter(), time.process_time()
+    w, c = time.perf_counter(), _clock()
     with stage_timers(log, counter) as per_stage:
         with torch.no_grad():
             ok = model(x).argmax(1) == y
@@ -201,7 +214,7 @@ def run_robrep(protocol: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor
         else:
             r = robrep.create_attack(protocol, precision=precision)(net, x[idx], y[idx], robrep.threat(norm, eps), seed=0,
                                                                      counter=counter)
-    wall, cpu = time.perf_counter() - w, time.process_time() - c
+    wall, cpu = time.perf_counter() - w, _clock() - c
     counter.forward += len(x)
     n = len(x)
     stages = {"clean": float(ok.float().mean())}
@@ -218,11 +231,11 @@ def _timed(fn, budget: float = 0.4) -> float:  # type: ignore[no-untyped-def]
     """CPU seconds of one call of ``fn``: the mean over back-to-back calls filling ``budget`` s
     (a sustained rate; a few calls time bursts of a shared CPU, not the rate an attack sees)."""
     fn()
-    reps, t = 0, time.process_time()
+    reps, t = 0, _clock()
     while True:
         fn()
         reps += 1
-        el = time.process_time() - t
+        el = _clock() - t
         if el >= budget and reps >= 5:
             return el / reps
 
@@ -287,9 +300,9 @@ def load_case(a: argparse.Namespace, key: str) -> tuple[nn.Module, str, str, flo
         from robrep.models import load_with_meta
 
         model, _ = load_with_meta(a.checkpoint, device="cpu")
-        return model.eval(), a.dataset, a.norm, a.eps, a.checkpoint
+        return model.eval().to(_DEVICE), a.dataset, a.norm, a.eps, a.checkpoint
     dataset, norm, eps = CASES[key]
-    return train(dataset, eps, a.train_steps, Path(a.cache)), dataset, norm, eps, f"{dataset} tiny CNN, PGD-2 trained {a.train_steps} steps"
+    return train(dataset, eps, a.train_steps, Path(a.cache)).to(_DEVICE), dataset, norm, eps, f"{dataset} tiny CNN, PGD-2 trained {a.train_steps} steps"
 
 
 def main() -> int:
@@ -308,8 +321,12 @@ def main() -> int:
     ap.add_argument("--replay", action="store_true",
                     help="also time the replay floor: every model call of the fp32 runs replayed alone, in order, at "
                          "its batch size (doubles the time of those runs) (default: %(default)s)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s); on cuda the CPU-second "
+                    "fields hold wall seconds after a synchronize")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
+    global _DEVICE
+    _DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     rows = []
     for key in ([args.checkpoint] if args.checkpoint else args.models.split(",")):
@@ -317,11 +334,12 @@ def main() -> int:
         for p in model.parameters():
             p.requires_grad_(False)
         x, y = next(iter(robrep.load_dataset(dataset, "test").head(args.n).batches(args.n)))
+        x, y = x.to(_DEVICE), y.to(_DEVICE)
         ref = None
         if not args.skip_reference:
-            w, c = time.perf_counter(), time.process_time()
+            w, c = time.perf_counter(), _clock()
             ref_stages, _ = run_reference(model, x, y, norm, eps)
-            ref = {"stages": ref_stages, "wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c}
+            ref = {"stages": ref_stages, "wall_s": time.perf_counter() - w, "cpu_s": _clock() - c}
         std = run_robrep("autoattack-standard", model, x, y, norm, eps)
         # pass costs at the batch size most passes run at (the points left after APGD-CE), timed
         # before and after the other runs: on a shared machine they drift; the floors use the mean
@@ -340,7 +358,8 @@ def main() -> int:
                "standard_floors": floors(std, costs), "fast_floors": floors(fast, costs)}
         rows.append(row)
         report(row)
-    meta = {"machine": f"{os.cpu_count()}-core CPU, torch {torch.__version__}, python {platform.python_version()}",
+    gpu = f", {torch.cuda.get_device_name(_DEVICE)}" if _DEVICE.type == "cuda" else ""
+    meta = {"machine": f"{os.cpu_count()}-core CPU{gpu}, torch {torch.__version__}, python {platform.python_version()}",
             "threads": args.threads, "date": time.strftime("%Y-%m-%d"), "rows": rows}
     if args.json:
         Path(args.json).write_text(json.dumps(meta, indent=1))
