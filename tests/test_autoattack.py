@@ -503,6 +503,41 @@ def test_precision_fp32_is_the_protocol_and_auto_keeps_the_stages(mnist_model, m
         run_protocol("fast", model, x, y, thr, precision="auto", recheck_steps=-1)
 
 
+def test_selecting_stage_runs_on_the_points_closest_to_the_boundary(monkeypatch) -> None:
+    """A stage with ``select`` attacks only that share of the points still robust, those with the
+    largest margin (other logit minus true logit) reached so far; here the earlier stage cannot move
+    the points (eps tiny), so the order is the clean margins' order, known in closed form."""
+    from robrep.attacks import protocols
+    from robrep.attacks.pgd import AttackResult
+
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 3)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]]))
+        lin.bias.zero_()
+    model = nn.Sequential(nn.Flatten(), lin).eval()
+    n = 12
+    x = torch.zeros(n, 1, 2, 2)
+    x.view(n, 4)[:, 0] = 0.9  # class 0 everywhere, margin x1 - 0.9: spread apart by 0.05
+    x.view(n, 4)[:, 1] = torch.randperm(n).float() * 0.05 + 0.1
+    y = torch.zeros(n, dtype=torch.long)
+    seen = []
+
+    def recorder(model, x, target, threat, **kw):
+        seen.append(x.clone())
+        return AttackResult(x.clone(), torch.zeros(len(x)), torch.zeros(len(x), dtype=torch.bool), 0)
+
+    monkeypatch.setitem(protocols.STAGE_ATTACKS, "recorder", recorder)
+    proto = protocols.Protocol("select-test", "1", (("apgd-ce", "apgd-ce", {"steps": 3}),
+                                                    ("bb", "recorder", {"select": 0.25})))
+    r = run_protocol(proto, model, x, y, robrep.threat("linf", 1e-4), seed=0)
+    assert not r.success.any()
+    (got,) = seen
+    want = x[x.view(n, 4)[:, 1].argsort(descending=True)[:3]]  # ceil(0.25 * 12) = 3 largest margins
+    assert sorted(got.view(3, 4)[:, 1].tolist()) == sorted(want.view(3, 4)[:, 1].tolist())
+    assert any("ran on the 3 of 12 points" in note for note in r.notes)
+
+
 # --- bad input -----------------------------------------------------------------------------
 
 

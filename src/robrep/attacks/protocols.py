@@ -34,6 +34,7 @@ between two identical calls raise :class:`~robrep.errors.InputError`.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,7 +73,11 @@ class Protocol:
 
     Attributes:
         name, version: the protocol's identity (recorded in results and run fingerprints).
-        stages: ``(stage name, attack name in STAGE_ATTACKS, settings)`` in order.
+        stages: ``(stage name, attack name in STAGE_ATTACKS, settings)`` in order. A setting
+            ``select`` (a share in (0, 1]) makes the runner attack, of the points still robust,
+            only that share (rounded up) with the largest margin (other class's logit minus the
+            true one's) reached by the earlier stages' points: where an expensive stage is most
+            likely to break something.
         randomized: made for models whose output is random (EOT); the deterministic protocols
             refuse such models.
         help: one line for ``robrep list attacks``.
@@ -278,6 +283,9 @@ def run_protocol(
     grad_bad = _margin_grad_bad(model, x, target, counter)
     success = torch.zeros(b, dtype=torch.bool, device=x.device)
     x_adv = x.clone()
+    # the largest margin (other class's logit minus the true one's) reached so far per point, for
+    # stages that run only on the points closest to the boundary ("select")
+    closest = cw_margin(z, target) if any("select" in kw for _, _, kw in proto.stages) else None
     stages: list[tuple[str, torch.Tensor]] = []
     notes: list[str] = []
     for stage, attack, kw in proto.stages:
@@ -300,6 +308,14 @@ def run_protocol(
             stages.append((stage, success.clone()))
             continue
         idx = torch.nonzero(~success).flatten()
+        share = kw.pop("select", None)
+        if share is not None and len(idx) > 0:
+            # the share of the points still robust that came closest to the boundary so far
+            k = min(len(idx), math.ceil(share * len(idx)))
+            order = torch.sort(-closest[idx], stable=True).indices
+            idx = idx[order[:k]].sort().values
+            notes.append(f"{stage}: ran on the {k} of {len(order)} points still robust with the largest margin "
+                         f"reached so far (share {share:g}); the others were not attacked by this stage")
         if len(idx) > 0:
             g = torch.Generator(device="cpu").manual_seed(seed)
             if verify is None:
@@ -309,6 +325,12 @@ def run_protocol(
                                           verify=verify, **kw)
             success[idx[r.success]] = True
             x_adv[idx[r.success]] = r.x_adv[r.success]
+            if closest is not None and not r.success.all():
+                left = ~r.success
+                with torch.no_grad():
+                    m = cw_margin(model(r.x_adv[left]), target[idx[left]])
+                counter.forward += int(left.sum())
+                closest[idx[left]] = torch.maximum(closest[idx[left]], m)
         stages.append((stage, success.clone()))
     with torch.no_grad():
         margin = -cw_margin(model(x_adv), target) if b else torch.zeros(0)
