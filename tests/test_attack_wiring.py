@@ -50,8 +50,8 @@ def test_transfer_attack_is_the_protocol_and_not_weaker_than_pgd(demo_model) -> 
     pgd, fast = res["pgd"], res["fast"]
     assert pgd.natural_accuracy == fast.natural_accuracy  # the same transferred model
     assert fast.adversarial_accuracy <= pgd.adversarial_accuracy < pgd.natural_accuracy + 1e-9
-    assert fast.attack == {"name": "fast", "protocol_version": "1"} and pgd.attack["name"] == "pgd"
-    assert list(fast.stages) == ["clean", "apgd-ce", "apgd-t"] and fast.stages["apgd-t"] == fast.adversarial_accuracy
+    assert fast.attack == {"name": "fast", "protocol_version": "2"} and pgd.attack["name"] == "pgd"
+    assert list(fast.stages) == ["clean", "apgd-ce", "apgd-t", "square"] and fast.stages["square"] == fast.adversarial_accuracy
     direct = robrep.evaluate(fast.model, te, threat=robrep.threat("linf", EPS), attack="fast", n=30, seed=0)
     assert direct.robust_accuracy == fast.adversarial_accuracy
 
@@ -65,9 +65,9 @@ def test_linear_probe_attack_is_the_protocol_and_not_weaker_than_pgd(demo_model)
     f = linear_probe(m, tr.head(300), te, eval_threat=thr, attack="fast", eval_n=30)
     assert p.natural_accuracy == f.natural_accuracy
     assert f.adversarial_accuracy <= p.adversarial_accuracy
-    assert f.eval["attack"]["protocol_version"] == "1" and "steps" not in f.eval["attack"]  # the protocol's own budgets
+    assert f.eval["attack"]["protocol_version"] == "2" and "steps" not in f.eval["attack"]  # the protocol's own budgets
     assert p.eval["attack"]["name"] == "pgd" and p.eval["attack"]["steps"] == 20 and "stages" not in p.eval
-    assert f.eval["stages"]["apgd-t"] == f.adversarial_accuracy
+    assert f.eval["stages"]["square"] == f.adversarial_accuracy
     direct = robrep.evaluate(f.classifier, te, threat=thr, attack="fast", n=30, seed=0)
     assert direct.robust_accuracy == f.adversarial_accuracy
 
@@ -93,11 +93,11 @@ def test_demo_table_attack_not_weaker_than_pgd(demo_model) -> None:
     a_p, a_f = _accuracy(m, te.head(30), thr, sizes, 0), _accuracy(m, te.head(30), thr, sizes, 0, attack="fast")
     assert a_f["robust_accuracy"] <= a_p["robust_accuracy"] and a_f["clean_accuracy"] == a_p["clean_accuracy"]
     assert all(f <= p for (_, f), (_, p) in zip(a_f["robust_accuracy_vs_eps"], a_p["robust_accuracy_vs_eps"]))
-    assert a_f["attack"]["protocol_version"] == "1" and a_f["robust_accuracy_after_apgd-t"] == a_f["robust_accuracy"]
+    assert a_f["attack"]["protocol_version"] == "2" and a_f["robust_accuracy_after_square"] == a_f["robust_accuracy"]
     (p_p, _), (p_f, d_f) = _probe(m, tr, te, thr, sizes, 0), _probe(m, tr, te, thr, sizes, 0, attack="fast")
     assert p_f["probe_adversarial_accuracy"] <= p_p["probe_adversarial_accuracy"]
     assert d_f["eval"]["attack"]["name"] == "fast"
-    assert "the fast protocol (version 1)" in _notes(sizes, False, "fast")[0]
+    assert "the fast protocol (version 2)" in _notes(sizes, False, "fast")[0]
 
 
 def test_cli_transfer_records_the_protocol(tmp_path, demo_model, capsys) -> None:

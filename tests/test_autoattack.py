@@ -474,15 +474,18 @@ def test_bf16_stage_miss_is_caught_by_the_float32_recheck() -> None:
     y = torch.zeros(4, dtype=torch.long)  # float32: broken iff mean(x_adv) > 0.52, within eps 0.1 of x
     m = _NearTie(m0=0.52).eval()
     thr = robrep.threat("linf", 0.1)
-    kw = dict(seed=0, steps=3, targets=2)  # fast: APGD-CE, APGD-T (gradient stages, argmax verdicts)
-    assert run_protocol("fast", m, x, y, thr, **kw).success.all()
-    assert not run_protocol("fast", _Bf16Copy(m), x, y, thr, **kw).success.any()  # bf16 ties hide every success
-    res = run_protocol("fast", m, x, y, thr, precision="bf16", **kw)
+    from robrep.attacks.protocols import Protocol, get_protocol
+
+    kw = dict(seed=0, steps=3, targets=2)
+    grad = Protocol("fast-gradient-stages", "1", get_protocol("fast").stages[:2])  # APGD-CE, APGD-T: argmax verdicts
+    assert run_protocol(grad, m, x, y, thr, **kw).success.all()
+    assert not run_protocol(grad, _Bf16Copy(m), x, y, thr, **kw).success.any()  # bf16 ties hide every success
+    res = run_protocol(grad, m, x, y, thr, precision="bf16", **kw)
     assert res.success.all() and dict(res.stages)["apgd-ce"].all()  # caught at the first stage
     with torch.no_grad():
         assert (m(res.x_adv).argmax(1) != y).all()
     assert bool(thr.contains(res.x_adv, x, tol=1e-6).all())
-    assert not run_protocol("fast", m, x, y, thr, precision="bf16", recheck_steps=0, **kw).success.any()
+    assert not run_protocol(grad, m, x, y, thr, precision="bf16", recheck_steps=0, **kw).success.any()
 
 
 def test_precision_fp32_is_the_protocol_and_auto_keeps_the_stages(mnist_model, monkeypatch) -> None:
@@ -498,7 +501,7 @@ def test_precision_fp32_is_the_protocol_and_auto_keeps_the_stages(mnist_model, m
     assert torch.equal(a.x_adv, c.x_adv) and c.precision == "fp32" and [s for s, _ in c.stages] == [s for s, _ in a.stages]
     res = robrep.evaluate(model, (x, y), threat=thr, attack="fast", attack_kwargs={"steps": 5, "precision": "auto"})
     assert res.attack["precision"] == "auto" and res.attack["precision_ran"] == "fp32"
-    assert list(res.stages) == ["clean", "apgd-ce", "apgd-t"]
+    assert list(res.stages) == ["clean", "apgd-ce", "apgd-t", "square"]
     with pytest.raises(InputError, match="recheck_steps"):
         run_protocol("fast", model, x, y, thr, precision="auto", recheck_steps=-1)
 
@@ -602,5 +605,5 @@ def test_cli_eval_protocol_records_its_precision(tmp_path, capsys, mnist_test) -
         if prec == "auto":
             assert out["attack"]["precision"] == "auto" and out["attack"]["precision_ran"] == ("bf16" if BF16 else "fp32")
         else:  # fp32: the protocol as it always ran, nothing added to its record
-            assert out["attack"] == {"name": "fast", "steps": 2, "protocol_version": "1"}
-        assert list(out["stages"]) == ["clean", "apgd-ce", "apgd-t"]
+            assert out["attack"] == {"name": "fast", "steps": 2, "protocol_version": "2"}
+        assert list(out["stages"]) == ["clean", "apgd-ce", "apgd-t", "square"]

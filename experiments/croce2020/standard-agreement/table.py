@@ -15,7 +15,8 @@ in progress and a rerun skips the chunks already written.
         --checkpoint /work/models/aa/mnist-core/model.safetensors --norm linf --eps 0.3 --n 1000 --chunk 50
     python experiments/croce2020/standard-agreement/table.py summary   # the table, from every chunk written
     python experiments/croce2020/standard-agreement/table.py protocol --name mnist-core-10ep --protocol fast
-        # another protocol on the same chunks (same images, seed 0): its gap to the standard, image by image
+        # another protocol on the same chunks (same images, seed 0): its gap to the standard, image by
+        # image (written to table-<protocol>-v<version>/<name>/)
 
 ``--checkpoint`` takes any model robrep loads, or ``tiny-cnn:PATH`` for the safetensors state dict
 of ``benchmarks/bench_autoattack.py``'s tiny CNN.
@@ -156,7 +157,10 @@ def protocol(a: argparse.Namespace) -> None:
     chunks = [json.loads(p.read_text()) for p in sorted(src.glob("*.json"))]
     if not chunks:
         raise SystemExit(f"no chunks in {src}: run the table first")
-    out = Path(a.results + "-" + a.protocol) / a.name
+    from robrep.attacks import get_protocol
+
+    version = get_protocol(a.protocol).version
+    out = Path(f"{a.results}-{a.protocol}-v{version}") / a.name
     out.mkdir(parents=True, exist_ok=True)
     model = data = None  # loaded on the first chunk not yet written
     tot = {"n": 0, "protocol": 0, "standard": 0, "missed": [], "extra": [], "cpu_s": 0.0, "reference_cpu_s": 0.0}
@@ -176,7 +180,7 @@ def protocol(a: argparse.Namespace) -> None:
             sec = time.process_time() - t
             rob = ok.clone()
             rob[idx] = ~r.success
-            row = {"name": a.name, "protocol": a.protocol, "start": c["start"], "end": c["end"], "robust": rob.tolist(),
+            row = {"name": a.name, "protocol": a.protocol, "version": version, "start": c["start"], "end": c["end"], "robust": rob.tolist(),
                    "stages": [n for n, _ in r.stages],
                    "cpu_s": sec, "passes": vars(counter), "torch": torch.__version__, "threads": a.threads,
                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}

@@ -10,9 +10,11 @@ protocol                    version  stages (each on the points the previous one
                                      Square, APGD-T, FAB-T
 ``autoattack-rand``         1        APGD-CE and APGD-DLR with the gradient averaged over 20 calls
                                      (EOT), for models whose output is random
-``fast``                    1        APGD-CE (100 steps), then APGD-T (100 steps) on the 3 targets
+``fast``                    2        APGD-CE (100 steps), APGD-T (100 steps) on the 3 targets
                                      nearest by the linear model of the logits (MALT, Melamed et al.
-                                     2024); no FAB, no Square
+                                     2024), then Square (5,000 queries) on the 15 % of the points
+                                     still robust with the largest margin reached (``select``); no
+                                     FAB. Version 1 had no Square stage
 ==========================  =======  ================================================================
 
 For an l1 threat model, ``autoattack-standard`` runs l1-APGD-CE (5 restarts) and l1-APGD-T (5
@@ -163,10 +165,12 @@ _add(Protocol("autoattack-rand", "1", (
     ("apgd-ce", "apgd-ce", {"steps": 100, "eot_iter": 20}),
     ("apgd-dlr", "apgd-dlr", {"steps": 100, "eot_iter": 20}),
 ), randomized=True, help="AutoAttack for randomized models: APGD-CE and APGD-DLR with gradients averaged over 20 calls (EOT)"))
-_add(Protocol("fast", "1", (
+_add(Protocol("fast", "2", (
     ("apgd-ce", "apgd-ce", {"steps": 100}),
     ("apgd-t", "apgd-t", {"steps": 100, "targets": 3, "target_order": "malt"}),
-), help="APGD-CE, then APGD-T on the 3 targets nearest by the linear model of the logits (MALT): a fraction of the standard's passes"))
+    ("square", "square", {"queries": 5000, "select": 0.15}),
+), help="APGD-CE, APGD-T on the 3 targets nearest by the linear model of the logits (MALT), then Square (5,000 queries) "
+        "on the 15 % of the points left that came closest to the boundary: a fraction of the standard's passes"))
 
 
 def get_protocol(name: str) -> Protocol:

@@ -40,7 +40,7 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "demo": [
         ("the full demo: two encoders trained, measured and shown in robrep-demo/report.html", "robrep demo"),
         ("a much smaller run, for a quick check", "robrep demo --fast --out /tmp/robrep-demo"),
-        ("robust accuracy by the fast protocol (APGD-CE, then APGD-T on 3 targets) instead of PGD-20",
+        ("robust accuracy by the fast protocol (APGD-CE, APGD-T on 3 targets, Square on the points nearest the boundary) instead of PGD-20",
          "robrep demo --fast --attack fast --out /tmp/robrep-demo-fast"),
     ],
     "invert": [
