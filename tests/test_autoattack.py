@@ -538,7 +538,7 @@ def test_selecting_stage_runs_on_the_points_closest_to_the_boundary(monkeypatch)
     (got,) = seen
     want = x[x.view(n, 4)[:, 1].argsort(descending=True)[:3]]  # ceil(0.25 * 12) = 3 largest margins
     assert sorted(got.view(3, 4)[:, 1].tolist()) == sorted(want.view(3, 4)[:, 1].tolist())
-    assert any("ran on the 3 of 12 points" in note for note in r.notes)
+    assert any("ran only on the 25 % of the points still robust" in note for note in r.notes)
 
 
 # --- bad input -----------------------------------------------------------------------------

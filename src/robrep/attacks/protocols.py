@@ -318,8 +318,10 @@ def run_protocol(
             k = min(len(idx), math.ceil(share * len(idx)))
             order = torch.sort(-closest[idx], stable=True).indices
             idx = idx[order[:k]].sort().values
-            notes.append(f"{stage}: ran on the {k} of {len(order)} points still robust with the largest margin "
-                         f"reached so far (share {share:g}); the others were not attacked by this stage")
+            note = (f"{stage}: ran only on the {100 * share:g} % of the points still robust (per batch) with the "
+                    "largest margin reached so far; the others were not attacked by this stage")
+            if note not in notes:
+                notes.append(note)
         if len(idx) > 0:
             g = torch.Generator(device="cpu").manual_seed(seed)
             if verify is None:
