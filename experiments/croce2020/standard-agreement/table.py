@@ -84,7 +84,10 @@ def reference_stages(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n
     return flags, sec
 
 
-def robrep_stages(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float) -> tuple[dict[str, list[bool]], float, dict[str, int]]:
+def robrep_stages(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float,
+                  protocol: str = "autoattack-standard") -> tuple[dict[str, list[bool]], float, dict[str, int]]:
+    """robrep's ``protocol`` (seed 0) on the correctly classified points: robust flags after clean
+    and after each stage, process CPU seconds, passes."""
     import robrep
     from robrep.attacks import PassCounter, run_protocol
 
@@ -93,7 +96,7 @@ def robrep_stages(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, norm
     with torch.no_grad():
         ok = model(x).argmax(1) == y
     idx = torch.nonzero(ok).flatten()
-    r = run_protocol("autoattack-standard", model, x[idx], y[idx], robrep.threat(norm, eps), seed=0, counter=counter)
+    r = run_protocol(protocol, model, x[idx], y[idx], robrep.threat(norm, eps), seed=0, counter=counter)
     sec = time.process_time() - t
     flags = {"clean": ok.tolist()}
     for name, broke in r.stages:
@@ -109,6 +112,12 @@ def weights_sha256(spec: str) -> str:
 
     path = Path(spec.split(":", 1)[1] if spec.startswith("tiny-cnn:") else spec)
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "unknown"
+
+
+def write_atomic(path: Path, row: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(row))
+    os.replace(tmp, path)
 
 
 def run(a: argparse.Namespace) -> None:
@@ -138,9 +147,7 @@ def run(a: argparse.Namespace) -> None:
                "weights_sha256": sha, "start": start, "end": end, "reference": ref, "robrep": ours, "reference_cpu_s": ref_s,
                "robrep_cpu_s": our_s, "robrep_passes": passes, "torch": torch.__version__, "threads": a.threads,
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(row))
-        os.replace(tmp, path)
+        write_atomic(path, row)
         agree = sum(r == o for r, o in zip(ref["square"], ours["square"]))
         print(f"{a.name} {start}-{end}: reference {sum(ref['square'])} robust, robrep {sum(ours['square'])}, "
               f"same verdict {agree}/{end - start}, cpu {ref_s:.0f} s / {our_s:.0f} s", flush=True)
@@ -148,17 +155,15 @@ def run(a: argparse.Namespace) -> None:
 
 def protocol(a: argparse.Namespace) -> None:
     """Run ``a.protocol`` on the images of every chunk of table ``a.name`` and compare its final
-    verdicts with the standard's (both implementations') on the same images."""
+    verdicts with robrep's standard's on the same images."""
     import robrep
-    from robrep.attacks import PassCounter, run_protocol
+    from robrep.attacks import get_protocol
 
     torch.set_num_threads(a.threads)
     src = Path(a.results) / a.name
     chunks = [json.loads(p.read_text()) for p in sorted(src.glob("*.json"))]
     if not chunks:
         raise SystemExit(f"no chunks in {src}: run the table first")
-    from robrep.attacks import get_protocol
-
     version = get_protocol(a.protocol).version
     out = Path(f"{a.results}-{a.protocol}-v{version}") / a.name
     out.mkdir(parents=True, exist_ok=True)
@@ -168,25 +173,21 @@ def protocol(a: argparse.Namespace) -> None:
         path = out / f"{c['start']:05d}-{c['end']:05d}.json"
         if not path.exists():
             if model is None:
-                model = load_model(chunks[0]["checkpoint"])
-                data = robrep.load_dataset(chunks[0]["dataset"], "test")
+                sha = weights_sha256(c["checkpoint"])
+                model = load_model(c["checkpoint"])
+                data = robrep.load_dataset(c["dataset"], "test")
             x, y = next(iter(data.subset(list(range(c["start"], c["end"]))).batches(c["end"] - c["start"])))
-            counter = PassCounter()
-            t = time.process_time()
-            with torch.no_grad():
-                ok = model(x).argmax(1) == y
-            idx = torch.nonzero(ok).flatten()
-            r = run_protocol(a.protocol, model, x[idx], y[idx], robrep.threat(c["norm"], c["eps"]), seed=0, counter=counter)
-            sec = time.process_time() - t
-            rob = ok.clone()
-            rob[idx] = ~r.success
-            row = {"name": a.name, "protocol": a.protocol, "version": version, "start": c["start"], "end": c["end"], "robust": rob.tolist(),
-                   "stages": [n for n, _ in r.stages],
-                   "cpu_s": sec, "passes": vars(counter), "torch": torch.__version__, "threads": a.threads,
-                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(row))
-            os.replace(tmp, path)
+            flags, sec, passes = robrep_stages(model, x, y, c["norm"], c["eps"], protocol=a.protocol)
+            # the model must be the table's: the file's hash also covers metadata (a retrain from the
+            # same recipe and seed differs there), so compare what the model does on these images
+            if flags["clean"] != [bool(v) for v in c["robrep"]["clean"]]:
+                raise SystemExit(f"{c['checkpoint']} classifies images {c['start']}-{c['end']} otherwise than the "
+                                 f"model table {a.name} was made with; retrain it from the table's recipe")
+            final = [s_ for s_ in flags if s_ != "clean"][-1]
+            write_atomic(path, {"name": a.name, "protocol": a.protocol, "version": version, "weights_sha256": sha,
+                                "start": c["start"], "end": c["end"], "robust": flags[final], "stages": list(flags)[1:],
+                                "cpu_s": sec, "passes": passes, "torch": torch.__version__, "threads": a.threads,
+                                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
         row = json.loads(path.read_text())
         std = c["robrep"]["square"]
         tot["n"] += len(std)
